@@ -1,0 +1,7 @@
+"""vulnbench: how easily are biomedical classifiers fooled by small, deliberate input changes?"""
+
+from vulnbench.errors import ConfigError, DataError, DownloadError, VulnbenchError
+
+__version__ = "0.1.0"
+
+__all__ = ["ConfigError", "DataError", "DownloadError", "VulnbenchError", "__version__"]

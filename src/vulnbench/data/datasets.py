@@ -1,0 +1,201 @@
+"""Dataset registry. A dataset knows what to download (if anything) and how to load itself.
+
+`load()` returns an AnnData with `obs["label"]` and either raw counts (`uns["normalised"] = False`) or
+log-normalised values (`True`); `vulnbench.data.prepare` turns either into the prepared h5ad.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from vulnbench.errors import DataError
+from vulnbench.registry import Registry
+
+log = logging.getLogger(__name__)
+
+DATASETS: Registry[type[Dataset]] = Registry("dataset")
+
+
+class Dataset:
+    """Base class; parameters are the constructor's keyword arguments (checked against the config)."""
+
+    name: ClassVar[str]
+    #: file name of the downloaded archive under resources/{name}/, or None for embedded datasets
+    archive: ClassVar[str | None] = None
+
+    def download(self, dest: Path) -> Path:
+        raise DataError(f"dataset {self.name!r} has nothing to download")
+
+    def load(self, archive: Path | None = None) -> ad.AnnData:
+        raise NotImplementedError
+
+
+def get(name: str, **params: Any) -> Dataset:
+    from vulnbench.matrix import check_params
+
+    cls = DATASETS.get(name)
+    check_params(f"dataset {name!r}", params, cls)
+    return cls(**params)
+
+
+def with_labels(adata: ad.AnnData, labels: pd.Series | np.ndarray, normalised: bool) -> ad.AnnData:
+    adata.obs["label"] = pd.Categorical(np.asarray(labels, dtype=str))
+    adata.uns["normalised"] = normalised
+    return adata
+
+
+@DATASETS.register("pbmc68k_reduced")
+class Pbmc68kReduced(Dataset):
+    """700 PBMCs × 765 genes shipped inside scanpy (Zheng et al. 2017); labels from `bulk_labels`.
+
+    `X` there is z-scored; `raw` keeps the log-normalised values, which is what the classifiers get.
+    """
+
+    name = "pbmc68k_reduced"
+
+    def __init__(self, label_column: str = "bulk_labels") -> None:
+        self.label_column = label_column
+
+    def load(self, archive: Path | None = None) -> ad.AnnData:
+        import scanpy as sc
+
+        full = sc.datasets.pbmc68k_reduced()
+        if self.label_column not in full.obs:
+            raise DataError(f"pbmc68k_reduced has no label column {self.label_column!r}")
+        adata = ad.AnnData(X=sp.csr_matrix(full.raw.X), obs=pd.DataFrame(index=full.obs_names),
+                           var=pd.DataFrame(index=full.raw.var_names))
+        return with_labels(adata, full.obs[self.label_column], normalised=True)
+
+
+@DATASETS.register("pbmc3k")
+class Pbmc3k(Dataset):
+    """10x Genomics PBMC3k filtered matrices (2,700 cells × 32,738 genes) with labels from a TSV file.
+
+    The label file maps barcodes to cell types (e.g. the Seurat-tutorial labels distributed with
+    adverSCarial as `pbmc3k_cell_types.tsv`); cells without a label are dropped.
+    """
+
+    name = "pbmc3k"
+    archive = "pbmc3k_filtered_gene_bc_matrices.tar.gz"
+
+    def __init__(
+        self,
+        url: str = "https://cf.10xgenomics.com/samples/cell-exp/1.1.0/pbmc3k/"
+        "pbmc3k_filtered_gene_bc_matrices.tar.gz",
+        checksum: str | None = "md5:f76d73bf7a582aaf32b798bcae9574d3",
+        labels_file: str = "resources/pbmc3k/pbmc3k_cell_types.tsv",
+        label_column: str = "cell_type",
+        retries: int = 3,
+    ) -> None:
+        self.url = url
+        self.checksum = checksum
+        self.labels_file = labels_file
+        self.label_column = label_column
+        self.retries = retries
+
+    def download(self, dest: Path) -> Path:
+        from vulnbench.data.download import download
+
+        return download(self.url, dest, checksum=self.checksum, retries=self.retries)
+
+    def load(self, archive: Path | None = None) -> ad.AnnData:
+        import scanpy as sc
+
+        from vulnbench.data.download import extract_tar
+
+        if archive is None or not Path(archive).exists():
+            raise DataError(f"pbmc3k archive missing: {archive}; run the download_dataset rule first")
+        folder = extract_tar(archive, Path(archive).with_suffix("").with_suffix(""))
+        matrices = next(folder.rglob("matrix.mtx"), None)
+        if matrices is None:
+            raise DataError(f"{archive} holds no matrix.mtx: not a 10x filtered gene-barcode archive")
+        adata = sc.read_10x_mtx(matrices.parent, var_names="gene_symbols")
+        adata.var_names_make_unique()
+        labels = read_label_file(self.labels_file, self.label_column)
+        common = adata.obs_names.intersection(labels.index)
+        if common.empty:
+            raise DataError(f"no barcode of {self.labels_file} matches the pbmc3k matrix")
+        if len(common) < adata.n_obs:
+            log.info("pbmc3k: %d of %d cells have a label; the rest are dropped", len(common), adata.n_obs)
+        adata = adata[common].copy()
+        adata.X = sp.csr_matrix(adata.X)
+        return with_labels(adata, labels.loc[common], normalised=False)
+
+
+def read_label_file(path: str | Path, column: str) -> pd.Series:
+    """Labels indexed by cell barcode from a TSV (R-style files with one header field fewer work too)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"label file not found: {path} (set labels_file in the config)")
+    try:
+        table = pd.read_csv(path, sep="\t", index_col=0)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot parse label file {path}: {exc}") from None
+    if column not in table.columns:
+        raise DataError(f"label column {column!r} missing from {path} (columns: {', '.join(table.columns)})")
+    labels = table[column]
+    if labels.isna().any():
+        raise DataError(f"label column {column!r} of {path} has {int(labels.isna().sum())} empty labels")
+    if labels.index.has_duplicates:
+        raise DataError(f"duplicated cell barcode(s) in {path}: {labels.index[labels.index.duplicated()][0]}")
+    return labels.astype(str)
+
+
+@DATASETS.register("synthetic")
+class Synthetic(Dataset):
+    """Seeded negative-binomial counts with planted marker genes: for scale tests and benchmarks.
+
+    Each type has `n_markers` genes whose mean is multiplied by `fold_change`; library sizes vary
+    log-normally and counts are gamma-Poisson with the given `dispersion`, as in real UMI data.
+    """
+
+    name = "synthetic"
+
+    def __init__(self, n_cells: int = 1000, n_genes: int = 2000, n_types: int = 5, n_markers: int = 20,
+                 fold_change: float = 8.0, dispersion: float = 0.2, mean_count: float = 0.3, seed: int = 0) -> None:
+        self.n_cells = n_cells
+        self.n_genes = n_genes
+        self.n_types = n_types
+        self.n_markers = n_markers
+        self.fold_change = fold_change
+        self.dispersion = dispersion
+        self.mean_count = mean_count
+        self.seed = seed
+
+    def load(self, archive: Path | None = None) -> ad.AnnData:
+        counts, labels, markers = synthetic_counts(**vars(self))
+        adata = ad.AnnData(X=counts, obs=pd.DataFrame(index=[f"cell{i}" for i in range(self.n_cells)]),
+                           var=pd.DataFrame(index=[f"gene{j}" for j in range(self.n_genes)]))
+        adata.uns["markers"] = {t: list(adata.var_names[m]) for t, m in markers.items()}
+        return with_labels(adata, labels, normalised=False)
+
+
+def synthetic_counts(n_cells: int, n_genes: int, n_types: int, n_markers: int, fold_change: float,
+                     dispersion: float, mean_count: float, seed: int) -> tuple[sp.csr_matrix, np.ndarray, dict]:
+    """Counts (CSR, cells × genes), labels `type0`…, and the planted marker columns per type."""
+    if min(n_cells, n_genes, n_types) < 1 or n_types * n_markers > n_genes:
+        raise DataError("synthetic: need n_cells, n_genes, n_types ≥ 1 and n_types × n_markers ≤ n_genes")
+    rng = np.random.default_rng(seed)
+    base = rng.lognormal(np.log(mean_count), 1.0, n_genes)
+    labels = np.array([f"type{i}" for i in rng.integers(0, n_types, n_cells)])
+    marker_cols = rng.choice(n_genes, size=(n_types, n_markers), replace=False)
+    type_means = np.tile(base, (n_types, 1))
+    for t in range(n_types):
+        type_means[t, marker_cols[t]] *= fold_change
+    library = rng.lognormal(0.0, 0.3, n_cells)
+    type_index = np.char.lstrip(labels.astype(str), "type").astype(int)
+    rows = []
+    for start in range(0, n_cells, 4096):  # bounded memory for 10^5 cells
+        stop = min(start + 4096, n_cells)
+        mu = library[start:stop, None] * type_means[type_index[start:stop]]
+        lam = rng.gamma(1.0 / dispersion, mu * dispersion)
+        rows.append(sp.csr_matrix(rng.poisson(lam).astype(np.float32)))
+    markers = {f"type{t}": marker_cols[t] for t in range(n_types)}
+    return sp.vstack(rows, format="csr"), labels, markers

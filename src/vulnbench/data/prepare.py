@@ -1,0 +1,63 @@
+"""Prepared datasets: log-normalised, validated, with a seeded stratified train/test split."""
+
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.model_selection import train_test_split
+
+from vulnbench.errors import DataError
+from vulnbench.sc.expression import as_expression
+
+log = logging.getLogger(__name__)
+
+
+def prepare(adata: ad.AnnData, *, test_size: float = 0.5, seed: int = 0, min_cells_per_type: int = 5,
+            drop_labels: tuple[str, ...] = ()) -> ad.AnnData:
+    """Validate, log-normalise (counts → log1p(CP10k), as Seurat's LogNormalize) and split.
+
+    Types with fewer than `min_cells_per_type` cells cannot be split or learned and are dropped (logged).
+    """
+    if "label" not in adata.obs:
+        raise DataError("dataset has no 'label' column in obs")
+    as_expression(adata)  # duplicated genes, NaN / Inf, non-numeric values
+    if adata.obs_names.has_duplicates:
+        raise DataError(f"duplicated cell name(s): {adata.obs_names[adata.obs_names.duplicated()][0]}")
+    if not 0 < test_size < 1:
+        raise DataError(f"test_size must be between 0 and 1, got {test_size}")
+    keep = ~adata.obs["label"].astype(str).isin(drop_labels)
+    counts = adata.obs.loc[keep, "label"].astype(str).value_counts()
+    small = counts[counts < min_cells_per_type]
+    if len(small):
+        log.warning("dropping types with fewer than %d cells: %s", min_cells_per_type,
+                    ", ".join(f"{k} ({v})" for k, v in small.items()))
+    keep &= ~adata.obs["label"].astype(str).isin(small.index)
+    adata = adata[keep.to_numpy()].copy()
+    if adata.obs["label"].nunique() < 2:
+        raise DataError("fewer than two cell types left after filtering")
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    if not adata.uns.get("normalised", False):
+        if adata.X.data.size and (adata.X.data < 0).any():
+            raise DataError("raw counts contain negative values")
+        totals = np.asarray(adata.X.sum(axis=1)).ravel()
+        if (totals == 0).any():
+            raise DataError(f"{int((totals == 0).sum())} cells have no counts at all")
+        import scanpy as sc
+
+        sc.pp.normalize_total(adata, target_sum=1e4)
+        sc.pp.log1p(adata)
+    adata.uns["normalised"] = True
+    labels = adata.obs["label"].astype(str).to_numpy()
+    train, _ = train_test_split(np.arange(adata.n_obs), test_size=test_size, random_state=seed, stratify=labels)
+    split = np.full(adata.n_obs, "test", dtype=object)
+    split[train] = "train"
+    adata.obs["label"] = pd.Categorical(labels)
+    adata.obs["split"] = pd.Categorical(split, categories=["train", "test"])
+    adata.uns.pop("log1p", None)
+    log.info("prepared %d cells × %d genes, %d types; train %d / test %d", adata.n_obs, adata.n_vars,
+             len(np.unique(labels)), len(train), adata.n_obs - len(train))
+    return adata

@@ -1,0 +1,165 @@
+"""Config → the matrix of jobs (dataset × classifier × attack × parameter cell), validated first.
+
+Pure Python so that it is unit-tested and fast for large sweeps; `workflow/rules/common.smk` only turns
+the frame into targets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import itertools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from vulnbench.errors import ConfigError
+
+#: dataset keys that configure the split, not the loader
+SPLIT_KEYS = {"test_size": 0.5, "min_cells_per_type": 5, "drop_labels": []}
+#: attack keys besides the parameter grid
+ATTACK_KEYS = ("grid", "params", "clusters")
+PID_MAX = 80
+
+
+def format_value(value: Any) -> str:
+    """Canonical text of a parameter value, shared by ids, paths and tables."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        return np.format_float_positional(float(value), trim="-")
+    if isinstance(value, list | tuple):
+        return "+".join(format_value(v) for v in value)
+    return str(value).replace("/", "-").replace(" ", "-")
+
+
+def make_pid(grid_values: Mapping[str, Any]) -> str:
+    """Readable, stable id of one grid cell (`method~perc99_search~dichotomic`), hashed when long."""
+    if not grid_values:
+        return "default"
+    pid = "_".join(f"{k}~{format_value(v)}" for k, v in sorted(grid_values.items()))
+    if len(pid) > PID_MAX:
+        pid = hashlib.sha256(pid.encode()).hexdigest()[:8]
+    return pid
+
+
+def check_params(owner: str, params: Mapping[str, Any], target: Any = None, extra: Any = ()) -> None:
+    """Every key must be a keyword of `target` (a class or function) or in `extra`; else a one-line error."""
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{owner}: expected a mapping of parameters, got {type(params).__name__}")
+    allowed = (set(signature_defaults(target)) if target is not None else set()) | set(extra)
+    for key in params:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{owner}: unknown parameter {key!r} (allowed: {', '.join(sorted(allowed))}){hint}")
+
+
+def signature_defaults(target: Any) -> dict[str, Any]:
+    function = target.__init__ if inspect.isclass(target) else target
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
+    }
+
+
+def _section(config: Mapping[str, Any], key: str) -> dict[str, Any]:
+    section = config.get(key)
+    if not isinstance(section, Mapping) or not section:
+        raise ConfigError(f"config: '{key}' must name at least one entry")
+    return {str(k): (v if v is not None else {}) for k, v in section.items()}
+
+
+def validate_config(config: Mapping[str, Any], schema: str | Path | None = None) -> None:
+    """Shape (JSON schema) then names (registries): the first problem as a one-line ConfigError."""
+    from vulnbench.data import DATASETS
+    from vulnbench.sc.attacks import ATTACKS
+    from vulnbench.sc.classifiers import CLASSIFIERS
+
+    if schema is not None:
+        _validate_schema(config, schema)
+    for name, params in _section(config, "datasets").items():
+        if name not in DATASETS:
+            raise ConfigError(f"config datasets: {DATASETS.unknown_message(name)}")
+        check_params(f"dataset {name!r}", params, DATASETS.get(name), extra=SPLIT_KEYS)
+    for name, params in _section(config, "classifiers").items():
+        if name not in CLASSIFIERS:
+            raise ConfigError(f"config classifiers: {CLASSIFIERS.unknown_message(name)}")
+        check_params(f"classifier {name!r}", params, CLASSIFIERS.get(name))
+    for name, entry in _section(config, "attacks").items():
+        if name not in ATTACKS:
+            raise ConfigError(f"config attacks: {ATTACKS.unknown_message(name)}")
+        spec = ATTACKS.get(name)
+        check_params(f"attack {name!r}", entry, extra=ATTACK_KEYS)
+        grid, params = entry.get("grid") or {}, entry.get("params") or {}
+        check_params(f"attack {name!r} grid", grid, extra=spec.parameters)
+        check_params(f"attack {name!r} params", params, extra=spec.parameters)
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"attack {name!r} grid: {key!r} must be a non-empty list of values")
+        for key in set(grid) & set(params):
+            raise ConfigError(f"attack {name!r}: {key!r} is both in grid and params")
+
+
+def _validate_schema(config: Mapping[str, Any], schema: str | Path) -> None:
+    import jsonschema
+
+    spec = yaml.safe_load(Path(schema).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec).iter_errors(dict(config)))
+    if error is None:
+        return
+    where = "/".join(map(str, error.absolute_path)) or "top level"
+    message = error.message
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = sorted(error.schema.get("properties", {}))
+        close = difflib.get_close_matches(extra[0], known, n=1) if extra else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        message = f"unknown key {extra[0]!r} (allowed: {', '.join(known)}){hint}"
+    raise ConfigError(f"config {where}: {message}")
+
+
+def build(config: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per attack job: dataset, classifier, attack, pid and the resolved `params` dict."""
+    validate_config(config)
+    rows = []
+    datasets, classifiers = _section(config, "datasets"), _section(config, "classifiers")
+    for attack, entry in _section(config, "attacks").items():
+        grid = entry.get("grid") or {}
+        fixed = entry.get("params") or {}
+        keys = sorted(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            cell = dict(zip(keys, values, strict=True))
+            pid = make_pid(cell)
+            for dataset, classifier in itertools.product(datasets, classifiers):
+                rows.append({"dataset": dataset, "classifier": classifier, "attack": attack, "pid": pid,
+                             "params": {**fixed, **cell}, "grid": cell, "clusters": entry.get("clusters", "all")})
+    frame = pd.DataFrame(rows, columns=["dataset", "classifier", "attack", "pid", "params", "grid", "clusters"])
+    duplicated = frame.duplicated(["dataset", "classifier", "attack", "pid"])
+    if duplicated.any():
+        row = frame[duplicated].iloc[0]
+        raise ConfigError(f"two grid cells of attack {row.attack!r} share the id {row.pid!r}")
+    return frame
+
+
+def dataset_settings(config: Mapping[str, Any], dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(loader parameters, split parameters) of one configured dataset."""
+    entry = dict(_section(config, "datasets")[dataset])
+    split = {k: entry.pop(k, default) for k, default in SPLIT_KEYS.items()}
+    split["seed"] = int(config.get("seed", 0))
+    return entry, split
+
+
+def classifier_settings(config: Mapping[str, Any], classifier: str) -> dict[str, Any]:
+    from vulnbench.sc.classifiers import CLASSIFIERS
+
+    params = dict(_section(config, "classifiers")[classifier])
+    if "seed" in signature_defaults(CLASSIFIERS.get(classifier)):
+        params.setdefault("seed", int(config.get("seed", 0)))
+    return params

@@ -1,0 +1,5 @@
+"""The single-cell arm: expression input, modification modes, classifiers and cluster attacks."""
+
+from vulnbench.sc.modifications import GeneStats, Modification
+
+__all__ = ["GeneStats", "Modification"]

@@ -1,0 +1,30 @@
+"""Single-cell classifiers: `get(name, **params)` returns an object with `fit`, `predict`, `predict_proba`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vulnbench.registry import Registry
+from vulnbench.sc.classifiers._scmlp import ScMLP
+from vulnbench.sc.classifiers._scrf import ScRF
+from vulnbench.sc.classifiers.base import PerCellClassifier, plurality
+
+CLASSIFIERS: Registry[type[PerCellClassifier]] = Registry("classifier")
+CLASSIFIERS.register("scrf")(ScRF)
+CLASSIFIERS.register("scmlp")(ScMLP)
+
+
+def get(name: str, **params: Any) -> PerCellClassifier:
+    """A new, unfitted classifier; unknown names or parameters give a one-line error."""
+    from vulnbench.matrix import check_params
+
+    cls = CLASSIFIERS.get(name)
+    check_params(f"classifier {name!r}", params, cls)
+    return cls(**params)
+
+
+def names() -> list[str]:
+    return CLASSIFIERS.names()
+
+
+__all__ = ["CLASSIFIERS", "PerCellClassifier", "ScMLP", "ScRF", "get", "names", "plurality"]

@@ -1,0 +1,34 @@
+"""scRF: the paper's random forest (randomForest defaults: 500 trees, mtry = floor(sqrt(n_genes)))."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+
+from vulnbench.sc.classifiers.base import PerCellClassifier
+
+
+class ScRF(PerCellClassifier):
+    name = "scrf"
+    capabilities = PerCellClassifier.capabilities | {"tree"}
+
+    def __init__(self, n_estimators: int = 500, max_features: str | float = "sqrt", min_samples_leaf: int = 1,
+                 n_jobs: int = -1, seed: int = 0) -> None:
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.n_jobs = n_jobs
+        self.seed = seed
+
+    def _fit(self, matrix: np.ndarray, y: np.ndarray) -> None:
+        self.forest_ = RandomForestClassifier(
+            n_estimators=self.n_estimators,
+            max_features=self.max_features,
+            min_samples_leaf=self.min_samples_leaf,
+            n_jobs=self.n_jobs,
+            random_state=self.seed,
+        ).fit(matrix, y)
+        assert list(self.forest_.classes_) == list(self.classes_)
+
+    def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        return self.forest_.predict_proba(matrix)

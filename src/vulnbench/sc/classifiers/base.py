@@ -1,0 +1,139 @@
+"""The per-cell classifier contract and the cluster-level decision rule shared by every classifier."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from vulnbench.errors import DataError
+from vulnbench.io import atomic_path
+from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels
+
+log = logging.getLogger(__name__)
+
+#: a candidate perturbation in the model's feature space: (columns, new values per column)
+Perturbation = tuple[np.ndarray, np.ndarray]
+
+#: elements of one stacked batch of perturbed copies (float32: 4 bytes each → 256 MB)
+BATCH_ELEMENTS = 1 << 26
+
+
+def plurality(labels: Sequence[str] | np.ndarray) -> tuple[str, float]:
+    """Most frequent label and its fraction; ties go to the alphabetically first (as R's sorted table)."""
+    values, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
+    if values.size == 0:
+        return "UNDETERMINED", 1.0
+    best = int(np.argmax(counts))  # np.unique sorts, so the first maximum is alphabetical
+    return str(values[best]), float(counts[best] / counts.sum())
+
+
+class PerCellClassifier:
+    """Scores cells independently: `predict_proba(X) -> (n_cells, n_classes)` over `classes_`.
+
+    Subclasses set `name`, implement `_fit(matrix, y)` and `_predict_proba(matrix)`; they may override
+    `predict_proba_perturbed` with a faster way to score many perturbed copies of the same cells.
+    """
+
+    name: ClassVar[str] = "per_cell"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"proba", "cell_independent", "modality:expression"})
+    cell_independent: ClassVar[bool] = True
+
+    classes_: np.ndarray
+    genes_: pd.Index
+
+    # -- contract -----------------------------------------------------------------------------------
+    def fit(self, X: ExpressionInput, labels: Sequence[str]) -> Self:
+        expr = as_expression(X)
+        y = as_labels(labels, expr.n_cells, name="labels")
+        if np.unique(y).size < 2:
+            raise DataError("training needs at least two cell types")
+        self.genes_ = expr.genes
+        self.classes_ = np.unique(y)  # alphabetical, as the paper's Keras/randomForest models
+        self._fit(_dense(expr.matrix), y)
+        return self
+
+    def predict_proba(self, X: ExpressionInput) -> np.ndarray:
+        return self._predict_proba(self.align(X))
+
+    def predict(self, X: ExpressionInput) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def __call__(self, X: ExpressionInput, clusters: Sequence[str], target: str) -> tuple[str, float]:
+        """adverSCarial's cluster-level contract: plurality of per-cell labels over the target cluster."""
+        expr = as_expression(X)
+        mask = as_labels(clusters, expr.n_cells) == str(target)
+        if not mask.any():
+            return "UNDETERMINED", 1.0
+        return plurality(self.classes_[np.argmax(self._predict_proba(self.align(X, rows=mask)), axis=1)])
+
+    def align(self, X: ExpressionInput, rows: np.ndarray | None = None) -> np.ndarray:
+        """Dense matrix in the training gene order; genes absent from X are zeros (logged)."""
+        expr = as_expression(X)
+        matrix = expr.matrix if rows is None else expr.matrix[rows]
+        if expr.genes.equals(self.genes_):
+            return _dense(matrix)
+        positions = expr.genes.get_indexer(self.genes_)
+        missing = int((positions < 0).sum())
+        if missing == len(positions):
+            raise DataError(f"{self.name}: none of the {len(positions)} training genes are in the data")
+        if missing:
+            log.warning("%s: %d of %d training genes missing from the data, set to 0", self.name, missing,
+                        len(positions))
+        out = np.zeros((matrix.shape[0], len(positions)), dtype=np.float32)
+        present = positions >= 0
+        out[:, present] = _dense(matrix[:, positions[present]])
+        return out
+
+    def predict_proba_perturbed(self, block: np.ndarray, perturbations: Sequence[Perturbation]) -> np.ndarray:
+        """Scores of `block` (cells × model genes) under each perturbation: (n_pert, n_cells, n_classes).
+
+        Default: stack perturbed copies and score them in as few `_predict_proba` calls as memory allows.
+        """
+        n_cells, n_genes = block.shape
+        out = np.empty((len(perturbations), n_cells, len(self.classes_)), dtype=np.float64)
+        per_batch = max(1, BATCH_ELEMENTS // max(1, n_cells * n_genes))
+        for start in range(0, len(perturbations), per_batch):
+            chunk = perturbations[start : start + per_batch]
+            stacked = np.repeat(block[None, :, :], len(chunk), axis=0)
+            for i, (cols, values) in enumerate(chunk):
+                stacked[i][:, cols] = values
+            probs = self._predict_proba(stacked.reshape(-1, n_genes))
+            out[start : start + len(chunk)] = probs.reshape(len(chunk), n_cells, -1)
+        return out
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        try:
+            with open(path, "rb") as fh:
+                model = pickle.load(fh)
+        except (OSError, pickle.UnpicklingError, EOFError) as exc:
+            raise DataError(f"cannot read model file {path}: {exc}") from None
+        if not isinstance(model, cls):
+            raise DataError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    # -- to implement -------------------------------------------------------------------------------
+    def _fit(self, matrix: np.ndarray, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+
+
+def _dense(matrix: Any) -> np.ndarray:
+    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float32)

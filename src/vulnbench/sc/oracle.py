@@ -1,0 +1,189 @@
+"""Cluster oracles: classify the target cluster under candidate gene modifications.
+
+Attacks only ever ask an oracle "what label does the cluster get if these genes are modified?", for many
+gene sets at once. Two oracles answer it:
+
+* `PerCellOracle` for per-cell models (`predict_proba_perturbed`): only the target cells are scored, and all
+  candidate sets go through the model in stacked batches, i.e. few model calls for many evaluations;
+* `CallableOracle` for any adverSCarial-style callable `f(X, clusters, target)`: one call per candidate on
+  the whole (modified) dataset, modified in place and restored, so that nothing is copied per call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from vulnbench.errors import DataError
+from vulnbench.sc.classifiers.base import plurality
+from vulnbench.sc.expression import Expression
+from vulnbench.sc.modifications import GeneStats, Modification
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+
+
+def parse_prediction(result: Any) -> Prediction:
+    """Read a classifier's answer: (label, score) by position, adverSCarial's full mapping, or a Prediction."""
+    if isinstance(result, Prediction):
+        return result
+    if isinstance(result, Mapping):
+        if "prediction" not in result:
+            raise DataError("classifier returned a mapping without a 'prediction' key")
+        return Prediction(str(result["prediction"]), _as_score(result.get("odd", np.nan)))
+    if isinstance(result, str) or not isinstance(result, Sequence | np.ndarray) or len(result) < 2:
+        raise DataError(f"classifier must return (label, score); got {type(result).__name__}")
+    return Prediction(str(result[0]), _as_score(result[1]))
+
+
+def _as_score(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def is_per_cell(classifier: Any) -> bool:
+    """True when the classifier offers the per-cell fast path and its cells score independently."""
+    return (
+        hasattr(classifier, "predict_proba_perturbed")
+        and hasattr(classifier, "classes_")
+        and getattr(classifier, "cell_independent", False)
+    )
+
+
+class ClusterOracle:
+    """Counts what it does: `n_evaluations` candidate sets classified, `n_calls` classifier invocations."""
+
+    def __init__(self, expression: Expression, clusters: np.ndarray, target: str,
+                 modification: Modification, stats: GeneStats | None = None) -> None:
+        self.expression = expression
+        self.clusters = clusters
+        self.target = str(target)
+        self.rows = np.flatnonzero(clusters == self.target)
+        if self.rows.size == 0:
+            raise DataError(f"target cluster {target!r} has no cells")
+        self.modification = modification
+        self.stats = stats or GeneStats(expression)
+        self.n_evaluations = 0
+        self.n_calls = 0
+        self._baseline: Prediction | None = None
+
+    @property
+    def baseline(self) -> Prediction:
+        """The label on unmodified data: the reference every flip is measured against."""
+        if self._baseline is None:
+            self._baseline = self.evaluate([np.empty(0, dtype=np.intp)])[0]
+        return self._baseline
+
+    def evaluate(self, gene_sets: Sequence[np.ndarray]) -> list[Prediction]:
+        if not gene_sets:
+            return []
+        self.n_evaluations += len(gene_sets)
+        return self._evaluate([np.asarray(g, dtype=np.intp) for g in gene_sets])
+
+    def _evaluate(self, gene_sets: list[np.ndarray]) -> list[Prediction]:
+        raise NotImplementedError
+
+
+class PerCellOracle(ClusterOracle):
+    def __init__(self, classifier: Any, expression: Expression, clusters: np.ndarray, target: str,
+                 modification: Modification, stats: GeneStats | None = None) -> None:
+        super().__init__(expression, clusters, target, modification, stats)
+        self.classifier = classifier
+        model_genes = pd.Index(getattr(classifier, "genes_", expression.genes))
+        # data column -> model column (-1: the model does not use this gene, modifying it is a no-op)
+        self._to_model = model_genes.get_indexer(expression.genes)
+        self._block = classifier.align(_subset_input(expression, self.rows))
+
+    def _evaluate(self, gene_sets: list[np.ndarray]) -> list[Prediction]:
+        perturbations = []
+        for genes in gene_sets:
+            cols = self._to_model[genes]
+            keep = cols >= 0
+            values = self.modification.values(self.stats, genes[keep])
+            perturbations.append((cols[keep], values.astype(self._block.dtype)))
+        probs = self.classifier.predict_proba_perturbed(self._block, perturbations)
+        self.n_calls += 1
+        labels = np.asarray(self.classifier.classes_)[np.argmax(probs, axis=2)]
+        return [Prediction(*plurality(row)) for row in labels]
+
+
+class CallableOracle(ClusterOracle):
+    def __init__(self, classifier: Callable[..., Any], expression: Expression, clusters: np.ndarray,
+                 target: str, modification: Modification, stats: GeneStats | None = None) -> None:
+        super().__init__(expression, clusters, target, modification, stats)
+        self.classifier = classifier
+        if expression.is_sparse:
+            self._target_block = expression.rows(self.rows)
+            zero_target = sp.diags((clusters != self.target).astype(expression.matrix.dtype))
+            self._others = sp.csr_matrix(zero_target @ expression.matrix)
+            self._placer = sp.csr_matrix(
+                (np.ones(self.rows.size), (self.rows, np.arange(self.rows.size))),
+                shape=(expression.n_cells, self.rows.size),
+            )
+        else:
+            self._working = np.array(expression.matrix, dtype=np.float64, copy=True)
+            self._view = _wrap_like(expression, self._working)
+
+    def _evaluate(self, gene_sets: list[np.ndarray]) -> list[Prediction]:
+        return [self._classify(genes) for genes in gene_sets]
+
+    def _classify(self, genes: np.ndarray) -> Prediction:
+        values = self.modification.values(self.stats, genes)
+        self.n_calls += 1
+        if self.expression.is_sparse:
+            block = self._target_block.copy()
+            block[:, genes] = values
+            modified = self._others + self._placer @ sp.csr_matrix(block)
+            return parse_prediction(
+                self.classifier(_wrap_like(self.expression, modified), self.clusters, self.target)
+            )
+        index = np.ix_(self.rows, genes)
+        saved = self._working[index]
+        self._working[index] = values
+        try:
+            return parse_prediction(self.classifier(self._view, self.clusters, self.target))
+        finally:
+            self._working[index] = saved
+
+
+def make_oracle(classifier: Any, expression: Expression, clusters: np.ndarray, target: str,
+                modification: Modification, stats: GeneStats | None = None) -> ClusterOracle:
+    """The fastest faithful oracle for this classifier."""
+    if is_per_cell(classifier):
+        return PerCellOracle(classifier, expression, clusters, target, modification, stats)
+    if not callable(classifier):
+        raise DataError(f"classifier {type(classifier).__name__} is neither callable nor a per-cell model")
+    return CallableOracle(classifier, expression, clusters, target, modification, stats)
+
+
+def _subset_input(expression: Expression, rows: np.ndarray) -> pd.DataFrame | ad.AnnData:
+    matrix = expression.matrix[rows]
+    return ad.AnnData(X=matrix, obs=pd.DataFrame(index=expression.cells[rows]),
+                      var=pd.DataFrame(index=expression.genes))
+
+
+def _wrap_like(expression: Expression, matrix: np.ndarray | sp.csr_matrix) -> Any:
+    """Present the (modified) matrix to the classifier in the type the user gave us."""
+    source = expression.source
+    if isinstance(source, ad.AnnData):
+        return ad.AnnData(X=matrix, obs=source.obs, var=source.var)
+    if isinstance(source, pd.DataFrame):
+        if sp.issparse(matrix):
+            return pd.DataFrame.sparse.from_spmatrix(matrix, index=expression.cells, columns=expression.genes)
+        return pd.DataFrame(matrix, index=expression.cells, columns=expression.genes, copy=False)
+    return matrix
+

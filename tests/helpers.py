@@ -1,0 +1,88 @@
+"""Test helpers: fixture-data access, the MClassifier port and a toy per-cell model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+#: the 14 Seurat PBMC markers excluded throughout the adverSCarial vignettes
+MARKERS = ["IL7R", "CCR7", "CD14", "LYZ", "S100A4", "MS4A1", "CD8A", "FCGR3A", "MS4A7", "GNLY", "NKG7",
+           "FCER1A", "CST3", "PPBP"]
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the public fixtures of ../shared/data are not committed (licences)")
+    return path
+
+
+
+def m_classifier(expr: pd.DataFrame, clusters: np.ndarray, target: str) -> tuple[str, float]:
+    """adverSCarial's MClassifier (1.3.13): rules on the target cluster's mean raw counts; later rules win."""
+    means = expr.loc[np.asarray(clusters) == target]
+    mean = {g: float(means[g].mean()) for g in
+            ("LTB", "CD79A", "S100A9", "GZMB", "GZMK", "LDHB", "CCR7", "LST1", "CD74", "PF4")}
+    label = "UNDETERMINED"
+    rules = [
+        (mean["LTB"] > 7, "Memory CD4 T"),
+        (mean["CD79A"] > 2, "B"),
+        (mean["S100A9"] > 10, "CD14+ Mono"),
+        (mean["GZMB"] > 5, "NK"),
+        (mean["GZMK"] > 2, "CD8 T"),
+        (3 < mean["LDHB"] < 3.3, "Naive CD4 T"),
+        (mean["CCR7"] > 0.5, "Naive CD4 T"),
+        (mean["LST1"] > 10, "FCGR3A+ Mono"),
+        (mean["CD74"] > 50, "DC"),
+        (mean["PF4"] > 10, "Platelet"),
+    ]
+    for fired, name in rules:
+        if fired:
+            label = name
+    return label, 1.0
+
+
+class MarkerMeans:
+    """A per-cell toy model: a cell's score for a type is the mean of that type's marker genes.
+
+    With `positive_aberrant`, setting any marker of another type to 10000·max turns every target cell into
+    that type, so the exact set of flipping genes is known in advance.
+    """
+
+    cell_independent = True
+
+    def __init__(self, genes: pd.Index, markers: dict[str, list[str]]) -> None:
+        from vulnbench.sc.classifiers.base import PerCellClassifier
+
+        self._base = PerCellClassifier
+        self.genes_ = pd.Index(genes)
+        self.classes_ = np.array(sorted(markers))
+        self.weights = np.zeros((len(genes), len(self.classes_)), dtype=np.float32)
+        for k, name in enumerate(self.classes_):
+            cols = self.genes_.get_indexer(markers[name])
+            self.weights[cols, k] = 1.0 / len(cols)
+        self.n_model_calls = 0
+
+    def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        self.n_model_calls += 1
+        return np.asarray(matrix, dtype=np.float64) @ self.weights
+
+    def align(self, X, rows=None):
+        return self._base.align(self, X, rows)
+
+    def predict_proba(self, X):
+        return self._predict_proba(self.align(X))
+
+    def predict_proba_perturbed(self, block, perturbations):
+        return self._base.predict_proba_perturbed(self, block, perturbations)
+
+    def __call__(self, X, clusters, target):
+        return self._base.__call__(self, X, clusters, target)
+
+    name = "marker_means"

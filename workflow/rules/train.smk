@@ -1,0 +1,23 @@
+# One generic rule trains any registered classifier on the train split of any dataset.
+
+
+rule train_classifier:
+    input:
+        data="results/data/{dataset}/prepared.h5ad",
+    output:
+        model="results/models/{dataset}/{classifier}/model.pkl",
+        metrics="results/models/{dataset}/{classifier}/metrics.json",
+    log:
+        "logs/train/{dataset}/{classifier}.log",
+    benchmark:
+        "logs/benchmarks/train/{dataset}/{classifier}.tsv"
+    conda:
+        "../../envs/vulnbench.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        classifier=classifier_params,
+        code_version=CODE_VERSION,
+    script:
+        "../scripts/train.py"
