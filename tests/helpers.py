@@ -86,3 +86,34 @@ class MarkerMeans:
         return self._base.__call__(self, X, clusters, target)
 
     name = "marker_means"
+
+
+def make_10x_archive(folder: Path, n_cells: int = 90, n_genes: int = 60, seed: int = 0) -> tuple[Path, Path]:
+    """A small archive in 10x's pbmc3k layout (filtered_gene_bc_matrices/hg19/) and a matching label TSV."""
+    import io
+    import tarfile
+
+    import scipy.io
+    import scipy.sparse as sp
+
+    from vulnbench.data.datasets import synthetic_counts
+
+    counts, labels, _ = synthetic_counts(n_cells=n_cells, n_genes=n_genes, n_types=3, n_markers=8, fold_change=10.0,
+                                         dispersion=0.2, mean_count=1.0, seed=seed)
+    barcodes = [f"AAAC{i:08d}-1" for i in range(n_cells)]
+    genes = [f"ENSG{j:011d}\tGENE{j}" for j in range(n_genes)]
+    genes[1] = genes[1].replace("GENE1", "GENE0")  # 10x hg19 has duplicated symbols: must be made unique
+    archive = folder / "pbmc3k_filtered_gene_bc_matrices.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        matrix = io.BytesIO()
+        scipy.io.mmwrite(matrix, sp.csr_matrix(counts.T).astype(np.int64))
+        for name, payload in [("matrix.mtx", matrix.getvalue()), ("genes.tsv", "\n".join(genes).encode() + b"\n"),
+                              ("barcodes.tsv", "\n".join(barcodes).encode() + b"\n")]:
+            info = tarfile.TarInfo(f"filtered_gene_bc_matrices/hg19/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    label_file = folder / "labels.tsv"
+    # R-style: the header has one field fewer than the rows (row names first); 5 cells stay unlabelled
+    rows = [f"{b}\t{b}\t{t}" for b, t in zip(barcodes[5:], labels[5:], strict=True)]
+    label_file.write_text("bc\tcell_type\n" + "\n".join(rows) + "\n")
+    return archive, label_file

@@ -50,4 +50,5 @@ def test_order_statistics_sparse_equals_sorted_columns() -> None:
     rng = np.random.default_rng(2)
     dense = np.round(rng.normal(size=(30, 12)) * (rng.random((30, 12)) < 0.4), 2)
     for k in (0, 7, 15, 29):
-        np.testing.assert_array_equal(order_statistics(sp.csr_matrix(dense), k), np.sort(dense, axis=0)[k])
+        np.testing.assert_array_equal(order_statistics(sp.csr_matrix(dense), [k])[0], np.sort(dense, axis=0)[k])
+        np.testing.assert_array_equal(order_statistics(dense, [k])[0], np.sort(dense, axis=0)[k])

@@ -6,7 +6,6 @@ rule download_dataset:
         "resources/{dataset}/{archive}",
     log:
         "logs/download/{dataset}/{archive}.log",
-    retries: 2
     localrule: True
     conda:
         "../../envs/vulnbench.yaml"

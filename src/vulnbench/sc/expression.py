@@ -55,7 +55,7 @@ def as_expression(X: ExpressionInput, *, check_finite: bool = True) -> Expressio
     if isinstance(X, ad.AnnData):
         matrix, genes, cells = X.X, pd.Index(X.var_names), pd.Index(X.obs_names)
     elif isinstance(X, pd.DataFrame):
-        if not all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes):
+        if not all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes.unique()):
             bad = [c for c, t in X.dtypes.items() if not pd.api.types.is_numeric_dtype(t)][:3]
             raise DataError(f"expression has non-numeric column(s): {', '.join(map(str, bad))}")
         matrix, genes, cells = X.to_numpy(), pd.Index(X.columns.astype(str)), pd.Index(X.index.astype(str))

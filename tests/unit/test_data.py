@@ -1,0 +1,110 @@
+"""Dataset loaders and preparation: real formats, deterministic splits, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.helpers import make_10x_archive, shared_file
+from vulnbench.data import get, prepare
+from vulnbench.data.datasets import read_label_file
+from vulnbench.errors import ConfigError, DataError
+
+
+def test_pbmc68k_reduced_is_embedded_and_log_normalised() -> None:
+    adata = get("pbmc68k_reduced").load()
+    assert adata.shape == (700, 765) and adata.uns["normalised"]
+    assert adata.obs["label"].nunique() == 10
+    assert adata.X.min() >= 0  # log-normalised raw values, not the z-scored X
+
+
+def test_synthetic_is_seeded_and_plants_markers() -> None:
+    first = get("synthetic", n_cells=200, n_genes=100, n_types=2, n_markers=5, seed=7).load()
+    again = get("synthetic", n_cells=200, n_genes=100, n_types=2, n_markers=5, seed=7).load()
+    other = get("synthetic", n_cells=200, n_genes=100, n_types=2, n_markers=5, seed=8).load()
+    assert (first.X != again.X).nnz == 0 and (first.X != other.X).nnz > 0
+    markers = first.uns["markers"]["type0"]
+    in_type = first[first.obs["label"] == "type0", markers].X.mean()
+    out_type = first[first.obs["label"] == "type1", markers].X.mean()
+    assert in_type > 3 * out_type
+
+
+def test_prepare_normalises_and_splits_stratified_and_reproducibly() -> None:
+    raw = get("synthetic", n_cells=400, n_genes=80, n_types=4, n_markers=5, seed=1).load()
+    a = prepare(raw.copy(), test_size=0.25, seed=3)
+    b = prepare(raw.copy(), test_size=0.25, seed=3)
+    c = prepare(raw.copy(), test_size=0.25, seed=4)
+    assert (a.obs["split"] == b.obs["split"]).all() and not (a.obs["split"] == c.obs["split"]).all()
+    np.testing.assert_allclose(np.expm1(a.X.toarray()).sum(axis=1), 1e4, rtol=1e-4)
+    share = pd.crosstab(a.obs["label"], a.obs["split"], normalize="index")["test"]
+    assert share.between(0.2, 0.3).all()
+
+
+def test_prepare_drops_types_too_small_to_split() -> None:
+    raw = get("synthetic", n_cells=100, n_genes=50, n_types=2, n_markers=5, seed=0).load()
+    raw.obs["label"] = raw.obs["label"].astype(str)
+    raw.obs.iloc[:3, raw.obs.columns.get_loc("label")] = "rare"
+    prepared = prepare(raw, min_cells_per_type=5)
+    assert "rare" not in set(prepared.obs["label"])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda a: a.obs.drop(columns="label", inplace=True), "no 'label' column"),
+        (lambda a: a.var_names.values.__setitem__(1, a.var_names[0]), "duplicated gene name"),
+        (lambda a: a.X.data.__setitem__(0, np.nan), "NaN"),
+        (lambda a: a.X.data.__setitem__(0, -3.0), "negative"),
+    ],
+)
+def test_prepare_rejects_bad_input_in_one_line(damage, message: str) -> None:
+    raw = get("synthetic", n_cells=60, n_genes=30, n_types=2, n_markers=5, seed=0).load()
+    raw.X = raw.X.astype(np.float64)
+    raw.var_names = pd.Index(list(raw.var_names))
+    damage(raw)
+    with pytest.raises(DataError, match=message) as info:
+        prepare(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_pbmc3k_loads_a_10x_archive_with_an_r_style_label_file(tmp_path) -> None:
+    archive, labels = make_10x_archive(tmp_path)
+    adata = get("pbmc3k", labels_file=str(labels)).load(archive)
+    assert adata.n_obs == 85 and adata.var_names.is_unique  # 5 unlabelled cells dropped
+    assert not adata.uns["normalised"] and set(adata.obs["label"]) == {"type0", "type1", "type2"}
+    with pytest.raises(DataError, match="label column 'celltype' missing"):
+        get("pbmc3k", labels_file=str(labels), label_column="celltype").load(archive)
+    with pytest.raises(DataError, match="label file not found"):
+        get("pbmc3k", labels_file=str(tmp_path / "nope.tsv")).load(archive)
+
+
+def test_corrupt_archive_is_a_one_line_error(tmp_path) -> None:
+    archive, labels = make_10x_archive(tmp_path)
+    archive.write_bytes(archive.read_bytes()[:300])
+    with pytest.raises(DataError):
+        get("pbmc3k", labels_file=str(labels)).load(archive)
+
+
+def test_the_shared_pbmc3k_label_file_reads_as_published() -> None:
+    labels = read_label_file(shared_file("pbmc3k_cell_types.tsv"), "cell_type")
+    assert len(labels) == 2700 and labels.index[0] == "AAACATACAACCAC-1"
+    assert labels.value_counts()["Naive CD4 T"] == 711 and labels.value_counts()["Platelet"] == 14
+
+
+def test_unknown_dataset_parameter_is_named() -> None:
+    with pytest.raises(ConfigError, match="unknown parameter 'n_cell'"):
+        get("synthetic", n_cell=5)
+
+
+def test_prepared_file_round_trips(tmp_path) -> None:
+    from vulnbench.stages import read_prepared, run_prepare
+
+    run_prepare("synthetic", {"n_cells": 120, "n_genes": 40, "n_types": 2, "n_markers": 5},
+                {"test_size": 0.5, "seed": 0, "min_cells_per_type": 5}, None, tmp_path / "p.h5ad")
+    test = read_prepared(tmp_path / "p.h5ad", split="test")
+    assert isinstance(test, ad.AnnData) and set(test.obs["split"]) == {"test"} and test.n_obs == 60
+    (tmp_path / "broken.h5ad").write_bytes(b"not an h5ad file")
+    with pytest.raises(DataError, match="cannot read prepared dataset"):
+        read_prepared(tmp_path / "broken.h5ad")

@@ -1,0 +1,16 @@
+"""Benchmarks must keep running (their numbers are read by people, not asserted here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from .conftest import REPO
+
+
+def test_single_gene_benchmark_runs_in_quick_mode() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "single_gene.py"), "--quick"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ratio dichotomic naive/vulnbench" in result.stdout
+    assert "ratio exhaustive generic-stacked/vulnbench" in result.stdout
