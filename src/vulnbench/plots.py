@@ -8,9 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from matplotlib.colors import SymLogNorm
 import numpy as np
 import pandas as pd
+from matplotlib.colors import SymLogNorm
 
 from vulnbench.io import atomic_path
 

@@ -17,7 +17,6 @@ from tests.helpers import make_10x_archive
 
 from .conftest import snakemake
 
-
 PREPARED = "results/data/pbmc3k/prepared.h5ad"
 
 
