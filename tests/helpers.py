@@ -117,3 +117,4 @@ def make_10x_archive(folder: Path, n_cells: int = 90, n_genes: int = 60, seed: i
     rows = [f"{b}\t{b}\t{t}" for b, t in zip(barcodes[5:], labels[5:], strict=True)]
     label_file.write_text("bc\tcell_type\n" + "\n".join(rows) + "\n")
     return archive, label_file
+

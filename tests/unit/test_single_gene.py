@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from tests.helpers import MARKERS, MarkerMeans, m_classifier
 from vulnbench.errors import ConfigError, DataError
 from vulnbench.sc.attacks import single_gene
+from vulnbench.sc.classifiers.base import plurality
 from vulnbench.sc.modifications import quantile_type7
 
 
@@ -188,3 +189,21 @@ def test_bad_inputs_give_one_line_errors(pbmc_short) -> None:
     duplicated = frame.rename(columns={"PF4": "CD74"})
     with pytest.raises(DataError, match=r"duplicated gene name.*CD74"):
         single_gene(duplicated, types, "DC", m_classifier)
+
+
+def test_a_plain_scikit_learn_estimator_gets_the_fast_path(synthetic_small) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    adata, _ = synthetic_small
+    clusters = adata.obs["label"].astype(str).to_numpy()
+    frame = pd.DataFrame(adata.X.toarray(), index=adata.obs_names, columns=adata.var_names)
+    estimator = LogisticRegression(max_iter=500).fit(frame, clusters)  # remembers feature names
+    flips = single_gene(adata, clusters, "type0", estimator, method="positive_aberrant", search="exhaustive")
+
+    def cluster_call(X, c, t):
+        return plurality(estimator.predict(X.loc[c == t]))
+
+    reference = single_gene(frame, clusters, "type0", cluster_call, method="positive_aberrant", search="exhaustive")
+    assert len(flips) > 0
+    pd.testing.assert_frame_equal(flips, reference)
+    assert flips.attrs["n_calls"] < reference.attrs["n_calls"]

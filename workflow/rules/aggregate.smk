@@ -5,7 +5,11 @@ rule aggregate_attack:
     input:
         attack_results,
     output:
-        "results/tables/{attack}.tsv",
+        report(
+            "results/tables/{attack}.tsv",
+            caption="../report/attack_table.rst",
+            category="Single-cell attacks",
+        ),
     log:
         "logs/aggregate/{attack}.log",
     localrule: True
@@ -19,7 +23,11 @@ rule classifier_table:
     input:
         model_targets_metrics,
     output:
-        "results/tables/classifiers.tsv",
+        report(
+            "results/tables/classifiers.tsv",
+            caption="../report/classifiers.rst",
+            category="Classifiers",
+        ),
     log:
         "logs/aggregate/classifiers.log",
     localrule: True
@@ -33,7 +41,11 @@ rule plot_attack:
     input:
         "results/tables/{attack}.tsv",
     output:
-        "results/figures/{attack}_heatmap.png",
+        report(
+            "results/figures/{attack}_heatmap.png",
+            caption="../report/attack_heatmap.rst",
+            category="Single-cell attacks",
+        ),
     log:
         "logs/plots/{attack}.log",
     localrule: True

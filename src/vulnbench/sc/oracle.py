@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from vulnbench.errors import DataError
-from vulnbench.sc.classifiers.base import plurality
+from vulnbench.sc.classifiers.base import PerCellClassifier, plurality
 from vulnbench.sc.expression import Expression
 from vulnbench.sc.modifications import GeneStats, Modification
 
@@ -62,6 +62,38 @@ def is_per_cell(classifier: Any) -> bool:
         and hasattr(classifier, "classes_")
         and getattr(classifier, "cell_independent", False)
     )
+
+
+class EstimatorAdapter(PerCellClassifier):
+    """Gives any fitted per-cell estimator (scikit-learn style: `predict_proba`, `classes_`) the fast path.
+
+    Genes are matched by `feature_names_in_` when the estimator has them, else by position.
+    """
+
+    name = "estimator"
+
+    def __init__(self, estimator: Any, genes: pd.Index) -> None:
+        self.estimator = estimator
+        self.classes_ = np.asarray(estimator.classes_).astype(str)
+        names = getattr(estimator, "feature_names_in_", None)
+        self.genes_ = pd.Index(names if names is not None else genes).astype(str)
+        if names is None and getattr(estimator, "n_features_in_", len(genes)) != len(genes):
+            raise DataError(f"estimator expects {estimator.n_features_in_} genes, the data has {len(genes)}")
+
+    def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        if getattr(self.estimator, "feature_names_in_", None) is not None:
+            matrix = pd.DataFrame(matrix, columns=self.genes_, copy=False)
+        return np.asarray(self.estimator.predict_proba(matrix))
+
+
+def as_per_cell(classifier: Any, genes: pd.Index) -> Any | None:
+    """The classifier as a per-cell model with the fast path, or None when it only works cluster-wide."""
+    if is_per_cell(classifier):
+        return classifier
+    if (hasattr(classifier, "predict_proba") and hasattr(classifier, "classes_")
+            and getattr(classifier, "cell_independent", True)):
+        return EstimatorAdapter(classifier, genes)
+    return None
 
 
 class ClusterOracle:
@@ -163,8 +195,9 @@ class CallableOracle(ClusterOracle):
 def make_oracle(classifier: Any, expression: Expression, clusters: np.ndarray, target: str,
                 modification: Modification, stats: GeneStats | None = None) -> ClusterOracle:
     """The fastest faithful oracle for this classifier."""
-    if is_per_cell(classifier):
-        return PerCellOracle(classifier, expression, clusters, target, modification, stats)
+    per_cell = as_per_cell(classifier, expression.genes)
+    if per_cell is not None:
+        return PerCellOracle(per_cell, expression, clusters, target, modification, stats)
     if not callable(classifier):
         raise DataError(f"classifier {type(classifier).__name__} is neither callable nor a per-cell model")
     return CallableOracle(classifier, expression, clusters, target, modification, stats)
