@@ -56,6 +56,7 @@ def test_fast_perturbed_path_equals_scoring_modified_copies(model_and_data) -> N
     rng = np.random.default_rng(0)
     perturbations = [(np.array([j]), np.array([rng.normal() * 3])) for j in rng.choice(block.shape[1], 20)]
     perturbations += [(np.array([1, 7, 9]), np.array([5.0, -2.0, 0.5])), (np.array([], dtype=int), np.array([]))]
+    perturbations += [(np.array([4]), rng.normal(size=(25, 1))), (np.array([2, 3]), rng.normal(size=(25, 2)))]
     fast = model.predict_proba_perturbed(block, perturbations)
     for (cols, values), scores in zip(perturbations, fast, strict=True):
         modified = block.copy()

@@ -52,3 +52,62 @@ def test_order_statistics_sparse_equals_sorted_columns() -> None:
     for k in (0, 7, 15, 29):
         np.testing.assert_array_equal(order_statistics(sp.csr_matrix(dense), [k])[0], np.sort(dense, axis=0)[k])
         np.testing.assert_array_equal(order_statistics(dense, [k])[0], np.sort(dense, axis=0)[k])
+
+
+SPEC_FRAME = pd.DataFrame({"g1": np.arange(10.0), "g2": np.arange(10.0, 101.0, 10.0)})
+SPEC_CLUSTERS = ["T"] * 5 + ["O"] * 5
+
+
+def target_values(method: str, **kwargs) -> pd.DataFrame:
+    from vulnbench.sc import modify
+
+    out = modify(SPEC_FRAME, ["g1", "g2"], SPEC_CLUSTERS, "T", method=method, **kwargs)
+    pd.testing.assert_frame_equal(out.iloc[5:], SPEC_FRAME.iloc[5:])  # other cells untouched
+    return out.iloc[:5]
+
+
+def test_decile_legacy_reproduces_upstream_off_by_one() -> None:
+    assert target_values("decile+5", legacy=True)["g1"].tolist() == [4, 5, 6, 7, 8]
+    assert target_values("decile-2", legacy=True)["g1"].tolist() == [0, 0, 0, 0, 1]
+
+
+def test_decile_default_moves_exactly_k_positions() -> None:
+    assert target_values("decile+5")["g1"].tolist() == [5, 6, 7, 8, 9]
+    assert target_values("decile-2")["g1"].tolist() == [0, 0, 0, 1, 2]
+    assert target_values("decile+1")["g2"].tolist() == [20, 30, 40, 50, 60]  # a no-op upstream
+
+
+def test_random_legacy_shares_one_integer_vector_across_genes() -> None:
+    values = target_values("random", legacy=True, seed=0)
+    assert (values["g1"] == values["g2"]).all()
+    assert np.all(values["g1"] == np.round(values["g1"])) and values["g1"].between(0, 100).all()
+
+
+def test_random_default_is_uniform_within_each_gene_range_and_seeded() -> None:
+    first, again = target_values("random", seed=4), target_values("random", seed=4)
+    pd.testing.assert_frame_equal(first, again)
+    assert first["g1"].between(0, 9).all() and first["g2"].between(10, 100).all()
+    assert first["g1"].nunique() == 5
+
+
+def test_function_modes() -> None:
+    row = target_values("full_row_fct", fct=lambda x, mask: 1000 * x.max())
+    assert row["g1"].tolist() == [9000] * 5 and row["g2"].tolist() == [100000] * 5
+    assert target_values("target_row_fct", fct=lambda x: x[::-1])["g1"].tolist() == [4, 3, 2, 1, 0]
+    assert target_values("target_matrix_fct", fct=lambda m: m * 2)["g2"].tolist() == [20, 40, 60, 80, 100]
+    recycled = target_values("full_matrix_fct", fct=lambda m, mask: [1, 2])  # R recycling, column-major
+    assert recycled["g1"].tolist() == [1, 2, 1, 2, 1] and recycled["g2"].tolist() == [2, 1, 2, 1, 2]
+    with pytest.raises(ConfigError, match="needs a function"):
+        Modification("full_row_fct")
+
+
+def test_modify_keeps_sparse_input_sparse() -> None:
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from vulnbench.sc import modify
+
+    adata = ad.AnnData(X=sp.csr_matrix(SPEC_FRAME.to_numpy()), var=pd.DataFrame(index=SPEC_FRAME.columns))
+    out = modify(adata, ["g2"], SPEC_CLUSTERS, "T", method="fixed", fixed_value=-1)
+    assert sp.issparse(out.X) and sp.issparse(adata.X)
+    assert out.X.toarray()[:5, 1].tolist() == [-1] * 5 and adata.X.toarray()[0, 1] == 10

@@ -97,10 +97,15 @@ def as_per_cell(classifier: Any, genes: pd.Index) -> Any | None:
 
 
 class ClusterOracle:
-    """Counts what it does: `n_evaluations` candidate sets classified, `n_calls` classifier invocations."""
+    """Counts what it does: `n_evaluations` candidate sets classified, `n_calls` classifier invocations.
+
+    A candidate is evaluated on top of the committed state: `commit(i)` keeps the i-th candidate of the
+    last `evaluate` (with the very values it was evaluated with) for every later evaluation, which is how
+    max-change grows its set without re-modifying it on every call.
+    """
 
     def __init__(self, expression: Expression, clusters: np.ndarray, target: str,
-                 modification: Modification, stats: GeneStats | None = None) -> None:
+                 modification: Modification, stats: GeneStats | None = None, seed: int | None = None) -> None:
         self.expression = expression
         self.clusters = clusters
         self.target = str(target)
@@ -109,14 +114,19 @@ class ClusterOracle:
             raise DataError(f"target cluster {target!r} has no cells")
         self.modification = modification
         self.stats = stats or GeneStats(expression)
+        self.rng = np.random.default_rng(seed)
         self.n_evaluations = 0
         self.n_calls = 0
+        self.committed = np.empty(0, dtype=np.intp)
         self._baseline: Prediction | None = None
+        self._last: list[tuple[np.ndarray, np.ndarray]] = []
 
     @property
     def baseline(self) -> Prediction:
         """The label on unmodified data: the reference every flip is measured against."""
         if self._baseline is None:
+            if self.committed.size:
+                raise RuntimeError("the baseline must be taken before anything is committed")
             self._baseline = self.evaluate([np.empty(0, dtype=np.intp)])[0]
         return self._baseline
 
@@ -124,43 +134,61 @@ class ClusterOracle:
         if not gene_sets:
             return []
         self.n_evaluations += len(gene_sets)
-        return self._evaluate([np.asarray(g, dtype=np.intp) for g in gene_sets])
+        self._last = []
+        for genes in gene_sets:
+            genes = np.asarray(genes, dtype=np.intp)
+            self._last.append((genes, self.modification.values(self.stats, genes, self.rows, self.rng)))
+        return self._evaluate(self._last)
 
-    def _evaluate(self, gene_sets: list[np.ndarray]) -> list[Prediction]:
+    def commit(self, index: int) -> None:
+        genes, values = self._last[index]
+        self._commit(genes, values)
+        self.committed = np.union1d(self.committed, genes)
+
+    def _evaluate(self, candidates: list[tuple[np.ndarray, np.ndarray]]) -> list[Prediction]:
+        raise NotImplementedError
+
+    def _commit(self, genes: np.ndarray, values: np.ndarray) -> None:
         raise NotImplementedError
 
 
 class PerCellOracle(ClusterOracle):
     def __init__(self, classifier: Any, expression: Expression, clusters: np.ndarray, target: str,
-                 modification: Modification, stats: GeneStats | None = None) -> None:
-        super().__init__(expression, clusters, target, modification, stats)
+                 modification: Modification, stats: GeneStats | None = None, seed: int | None = None) -> None:
+        super().__init__(expression, clusters, target, modification, stats, seed)
         self.classifier = classifier
         model_genes = pd.Index(getattr(classifier, "genes_", expression.genes))
         # data column -> model column (-1: the model does not use this gene, modifying it is a no-op)
         self._to_model = model_genes.get_indexer(expression.genes)
         self._block = classifier.align(_subset_input(expression, self.rows))
 
-    def _evaluate(self, gene_sets: list[np.ndarray]) -> list[Prediction]:
-        perturbations = []
-        for genes in gene_sets:
-            cols = self._to_model[genes]
-            keep = cols >= 0
-            values = self.modification.values(self.stats, genes[keep])
-            perturbations.append((cols[keep], values.astype(self._block.dtype)))
+    def _model_space(self, genes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cols = self._to_model[genes]
+        keep = cols >= 0
+        values = values[:, keep] if values.ndim == 2 else values[keep]
+        return cols[keep], values.astype(self._block.dtype)
+
+    def _evaluate(self, candidates: list[tuple[np.ndarray, np.ndarray]]) -> list[Prediction]:
+        perturbations = [self._model_space(genes, values) for genes, values in candidates]
         probs = self.classifier.predict_proba_perturbed(self._block, perturbations)
         self.n_calls += 1
         labels = np.asarray(self.classifier.classes_)[np.argmax(probs, axis=2)]
         return [Prediction(*plurality(row)) for row in labels]
 
+    def _commit(self, genes: np.ndarray, values: np.ndarray) -> None:
+        cols, values = self._model_space(genes, values)
+        self._block[:, cols] = values
+
 
 class CallableOracle(ClusterOracle):
     def __init__(self, classifier: Callable[..., Any], expression: Expression, clusters: np.ndarray,
-                 target: str, modification: Modification, stats: GeneStats | None = None) -> None:
-        super().__init__(expression, clusters, target, modification, stats)
+                 target: str, modification: Modification, stats: GeneStats | None = None,
+                 seed: int | None = None) -> None:
+        super().__init__(expression, clusters, target, modification, stats, seed)
         self.classifier = classifier
         if expression.is_sparse:
-            self._target_block = expression.rows(self.rows)
-            zero_target = sp.diags((clusters != self.target).astype(expression.matrix.dtype))
+            self._target_block = expression.rows(self.rows).astype(np.float64)
+            zero_target = sp.diags((clusters != self.target).astype(np.float64))
             self._others = sp.csr_matrix(zero_target @ expression.matrix)
             self._placer = sp.csr_matrix(
                 (np.ones(self.rows.size), (self.rows, np.arange(self.rows.size))),
@@ -170,11 +198,10 @@ class CallableOracle(ClusterOracle):
             self._working = np.array(expression.matrix, dtype=np.float64, copy=True)
             self._view = _wrap_like(expression, self._working)
 
-    def _evaluate(self, gene_sets: list[np.ndarray]) -> list[Prediction]:
-        return [self._classify(genes) for genes in gene_sets]
+    def _evaluate(self, candidates: list[tuple[np.ndarray, np.ndarray]]) -> list[Prediction]:
+        return [self._classify(genes, values) for genes, values in candidates]
 
-    def _classify(self, genes: np.ndarray) -> Prediction:
-        values = self.modification.values(self.stats, genes)
+    def _classify(self, genes: np.ndarray, values: np.ndarray) -> Prediction:
         self.n_calls += 1
         if self.expression.is_sparse:
             block = self._target_block.copy()
@@ -191,16 +218,22 @@ class CallableOracle(ClusterOracle):
         finally:
             self._working[index] = saved
 
+    def _commit(self, genes: np.ndarray, values: np.ndarray) -> None:
+        if self.expression.is_sparse:
+            self._target_block[:, genes] = values
+        else:
+            self._working[np.ix_(self.rows, genes)] = values
+
 
 def make_oracle(classifier: Any, expression: Expression, clusters: np.ndarray, target: str,
-                modification: Modification, stats: GeneStats | None = None) -> ClusterOracle:
+                modification: Modification, stats: GeneStats | None = None, seed: int | None = None) -> ClusterOracle:
     """The fastest faithful oracle for this classifier."""
     per_cell = as_per_cell(classifier, expression.genes)
     if per_cell is not None:
-        return PerCellOracle(per_cell, expression, clusters, target, modification, stats)
+        return PerCellOracle(per_cell, expression, clusters, target, modification, stats, seed)
     if not callable(classifier):
         raise DataError(f"classifier {type(classifier).__name__} is neither callable nor a per-cell model")
-    return CallableOracle(classifier, expression, clusters, target, modification, stats)
+    return CallableOracle(classifier, expression, clusters, target, modification, stats, seed)
 
 
 def _subset_input(expression: Expression, rows: np.ndarray) -> pd.DataFrame | ad.AnnData:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,9 @@ def single_gene(
     *,
     method: str = "perc99",
     fixed_value: float = 3,
+    fct: Callable[..., object] | None = None,
+    legacy: bool = False,
+    seed: int | None = None,
     search: str = "dichotomic",
     first_dichot: int = 100,
     max_split_size: int = 1,
@@ -71,6 +74,7 @@ def single_gene(
     candidates of one recursion depth go to the classifier together. `search="exhaustive"` tests every
     gene alone, which is exact (no compensation can hide a flip) and, batched, cheap for per-cell models.
 
+    `method` is any modification mode (see `vulnbench.sc.modifications`); `seed` drives `random`.
     Returns a frame `gene, new_label, score` (a gene group of up to `max_split_size` genes is joined
     with "__"); `attrs` holds `n_evaluations` (candidate sets classified, baseline included), `n_calls`
     (classifier invocations), `baseline_label`, `n_candidates` and `runtime_s`.
@@ -85,8 +89,8 @@ def single_gene(
     expression = as_expression(X)
     labels = as_labels(clusters, expression.n_cells)
     target_mask(labels, target)
-    modification = Modification(method, fixed_value)
-    oracle = make_oracle(classifier, expression, labels, target, modification, stats)
+    modification = Modification(method, fixed_value, fct, legacy)
+    oracle = make_oracle(classifier, expression, labels, target, modification, stats, seed)
     candidates = candidate_genes(expression.genes, genes, exclude_genes)
     baseline = oracle.baseline
     ignored = set(non_labels) if change_type == "not_na" else set()

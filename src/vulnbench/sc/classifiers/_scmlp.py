@@ -109,9 +109,10 @@ class ScMLP(PerCellClassifier):
             singles = [i for i, (cols, _) in enumerate(chunk) if len(cols) == 1]
             if singles:
                 cols = torch.as_tensor(np.array([chunk[i][0][0] for i in singles]), device=weight.device)
-                values = torch.as_tensor(np.array([np.ravel(chunk[i][1])[0] for i in singles]),
-                                         dtype=torch.float32, device=weight.device)
-                shift = values[:, None] - x[:, cols].T  # singles × cells
+                values = np.stack([np.broadcast_to(np.reshape(chunk[i][1], (-1, 1)) if np.ndim(chunk[i][1]) == 2
+                                                   else chunk[i][1], (n_cells, 1))[:, 0] for i in singles])
+                values = torch.as_tensor(values, dtype=torch.float32, device=weight.device)  # singles × cells
+                shift = values - x[:, cols].T
                 hidden[singles] += shift[:, :, None] * weight[cols][:, None, :]
             for i, (cols, values) in enumerate(chunk):
                 if len(cols) > 1:
