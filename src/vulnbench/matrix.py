@@ -69,6 +69,11 @@ def signature_defaults(target: Any) -> dict[str, Any]:
     }
 
 
+def tied_keys(key: str) -> list[str]:
+    """Grid keys joined by commas vary together: `"alpha,epsilon": [[0.5, 0.5], [1, 1]]`."""
+    return [k.strip() for k in str(key).split(",")]
+
+
 def _section(config: Mapping[str, Any], key: str) -> dict[str, Any]:
     section = config.get(key)
     if not isinstance(section, Mapping) or not section:
@@ -98,12 +103,16 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
         spec = ATTACKS.get(name)
         check_params(f"attack {name!r}", entry, extra=ATTACK_KEYS)
         grid, params = entry.get("grid") or {}, entry.get("params") or {}
-        check_params(f"attack {name!r} grid", grid, extra=spec.parameters)
+        grid_keys = {k: None for key in grid for k in tied_keys(key)}
+        check_params(f"attack {name!r} grid", grid_keys, extra=spec.parameters)
         check_params(f"attack {name!r} params", params, extra=spec.parameters)
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"attack {name!r} grid: {key!r} must be a non-empty list of values")
-        for key in set(grid) & set(params):
+            width = len(tied_keys(key))
+            if width > 1 and not all(isinstance(v, list) and len(v) == width for v in values):
+                raise ConfigError(f"attack {name!r} grid: every value of tied keys {key!r} must be a list of {width}")
+        for key in set(grid_keys) & set(params):
             raise ConfigError(f"attack {name!r}: {key!r} is both in grid and params")
 
 
@@ -135,7 +144,10 @@ def build(config: Mapping[str, Any]) -> pd.DataFrame:
         fixed = entry.get("params") or {}
         keys = sorted(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
-            cell = dict(zip(keys, values, strict=True))
+            cell = {}
+            for key, value in zip(keys, values, strict=True):
+                names = tied_keys(key)
+                cell.update(zip(names, value if len(names) > 1 else [value], strict=True))
             pid = make_pid(cell)
             for dataset, classifier in itertools.product(datasets, classifiers):
                 rows.append({"dataset": dataset, "classifier": classifier, "attack": attack, "pid": pid,

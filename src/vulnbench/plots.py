@@ -50,14 +50,76 @@ def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: st
     axes[0][0].set_ylabel("attacked cluster")
     fig.colorbar(image, ax=axes[0].tolist(), label=value.replace("_", " ") + " (log scale)", shrink=0.8)
     fig.suptitle(title)
+    _save(fig, output)
+
+
+def _panels(table: pd.DataFrame, title: str, height: float = 3.6):
+    groups = list(table.groupby(["dataset", "classifier"], sort=True))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups) + 1.5, height), squeeze=False)
+    fig.suptitle(title, y=1.03)
+    return fig, axes[0], groups
+
+
+def _save(fig: plt.Figure, output: str | Path) -> None:
     with atomic_path(output) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
-def run_plot(attack: str, table: str | Path, output: str | Path) -> None:
+def cgd_genes_needed(table: pd.DataFrame, output: str | Path) -> None:
+    """Genes CGD modified before the cluster switched, against the step size; a cross: never switched."""
+    table = table[table["status"] == "ok"].copy()
+    same = bool((table["alpha"] == table["epsilon"]).all())
+    table["step"] = table["alpha"] if same else table["alpha"].astype(str) + " / " + table["epsilon"].astype(str)
+    fig, axes, groups = _panels(table, "CGD: genes modified until the cluster switches label")
+    for ax, ((dataset, classifier), frame) in zip(axes, groups, strict=True):
+        for i, (cluster, rows) in enumerate(frame.groupby("cluster", sort=True)):
+            rows = rows.sort_values("step")
+            colour = plt.cm.tab10(i % 10)
+            ax.plot(rows["step"], rows["nbModifiedGenes"], color=colour, marker="o", label=cluster)
+            failed = rows[~rows["switched"].astype(bool)]
+            ax.scatter(failed["step"], failed["nbModifiedGenes"], color=colour, marker="x", s=80, zorder=3)
+        ax.set_title(f"{classifier} ({dataset})")
+        ax.set_xlabel("α = ε" if same else "α / ε")
+        ax.set_ylabel("genes modified")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(title="attacked cluster (× = no switch)", fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    _save(fig, output)
+
+
+def cgd_trajectory(table: pd.DataFrame, output: str | Path) -> None:
+    """Fraction of the cluster's cells with the original (solid) and the new (dashed) label, gene by gene.
+
+    Drawn for the strongest step of the grid, one panel per classifier, one colour per cluster.
+    """
+    import json
+
+    table = table[table["status"] == "ok"].copy()
+    strongest = (table["alpha"] + table["epsilon"]).max()
+    table = table[(table["alpha"] + table["epsilon"]) == strongest]
+    alpha, epsilon = table["alpha"].iloc[0], table["epsilon"].iloc[0]
+    fig, axes, groups = _panels(table, f"CGD trajectory (α = {alpha:g}, ε = {epsilon:g}): solid = original label, "
+                                       "dashed = new label", height=3.8)
+    for ax, ((dataset, classifier), frame) in zip(axes, groups, strict=True):
+        for i, row in enumerate(frame.sort_values("cluster").itertuples()):
+            points = np.asarray(json.loads(row.trajectory), dtype=float)
+            colour = plt.cm.tab10(i % 10)
+            ax.plot(points[:, 0], points[:, 1], color=colour, label=f"{row.cluster} → {row.targType}")
+            ax.plot(points[:, 0], points[:, 2], color=colour, linestyle="--")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"{classifier} ({dataset})")
+        ax.set_xlabel("genes tested")
+        ax.set_ylabel("fraction of the cluster's cells")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left", title="cluster → new label")
+    _save(fig, output)
+
+
+def run_plot(attack: str, figure: str, table: str | Path, output: str | Path) -> None:
+    from vulnbench.errors import ConfigError
     from vulnbench.sc.attacks import ATTACKS
 
-    spec = ATTACKS.get(attack)
-    frame = pd.read_csv(table, sep="\t")
-    count_heatmap(frame, spec.figure_value, output, spec.figure_title)
+    figures = ATTACKS.get(attack).figures
+    if figure not in figures:
+        raise ConfigError(f"attack {attack!r} has no figure {figure!r} (figures: {', '.join(figures)})")
+    figures[figure](pd.read_csv(table, sep="\t"), output)

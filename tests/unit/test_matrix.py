@@ -66,3 +66,13 @@ def test_bad_configs_are_named_in_one_line(edit, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         validate_config(config, schema=SCHEMA)
     assert "\n" not in str(info.value)
+
+
+def test_tied_grid_keys_vary_together() -> None:
+    config = copy.deepcopy(BASE)
+    config["attacks"] = {"cgd": {"grid": {"alpha,epsilon": [[0.3, 0.3], [1.5, 1.5]]}, "params": {"n_genes": 20}}}
+    jobs = build(config)
+    assert sorted(set(jobs["pid"])) == ["alpha~0.3_epsilon~0.3", "alpha~1.5_epsilon~1.5"]
+    config["attacks"]["cgd"]["grid"] = {"alpha,epsilon": [[0.3], [1.5, 1.5]]}
+    with pytest.raises(ConfigError, match="must be a list of 2"):
+        validate_config(config)

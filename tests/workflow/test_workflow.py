@@ -28,20 +28,26 @@ def test_snakefmt_is_clean() -> None:
 
 
 def test_dry_run_of_the_default_config_plans_the_matrix(workdir: Path) -> None:
+    from vulnbench.matrix import build
+    from vulnbench.sc.attacks import ATTACKS
+
     result = snakemake(workdir, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    jobs = build(config)
+    attacks = sorted(config["attacks"])
     n_models = len(config["datasets"]) * len(config["classifiers"])
-    n_methods = len(config["attacks"]["single_gene"]["grid"]["method"])
+    n_figures = sum(len(ATTACKS.get(a).figures) for a in attacks)
+    assert set(attacks) == set(ATTACKS.names())  # the default run exercises every attack
     assert job_counts(result.stdout) == {
         "prepare_dataset": len(config["datasets"]),
         "train_classifier": n_models,
-        "run_attack": n_models * n_methods,
+        "run_attack": len(jobs),
         "classifier_table": 1,
-        "aggregate_attack": 1,
-        "plot_attack": 1,
+        "aggregate_attack": len(attacks),
+        "plot_attack": n_figures,
         "all": 1,
-        "total": 4 + len(config["datasets"]) + n_models * (1 + n_methods),
+        "total": len(config["datasets"]) + n_models + len(jobs) + 1 + len(attacks) + n_figures + 1,
     }
 
 
@@ -74,12 +80,25 @@ def test_tiny_end_to_end_run(workdir: Path) -> None:
     assert len(table) == 2 * 2 * 3  # classifiers × modes × clusters
     assert (table["status"] == "ok").all()
     assert (table["n_genes_flipping"] >= 0).all() and (table["n_calls"] >= 1).all()
-    figure = workdir / "results" / "figures" / "single_gene_heatmap.png"
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+    for figure in ("single_gene_heatmap", "max_change_signature", "overview_single_gene_heatmap",
+                   "overview_max_change_heatmap", "cgd_genes_needed", "cgd_trajectory"):
+        path = workdir / "results" / "figures" / f"{figure}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000, figure
+    max_change = pd.read_csv(workdir / "results" / "tables" / "max_change.tsv", sep="\t")
+    assert (max_change["n_genes"] + max_change["signature_size"] == 300).all()
+    assert max_change["verified"].all()
+    cgd = pd.read_csv(workdir / "results" / "tables" / "cgd.tsv", sep="\t")
+    for column in ("dataset", "classifier", "runtime_s", "oriType", "targType", "alpha", "epsilon",
+                   "nbModifiedGenes", "nbTestedGenes", "oriPourcEnd", "targPourcEnd", "wholeClust_targOdd_end"):
+        assert column in cgd.columns
+    assert len(cgd) == 2 * 2 * 3
+    for name in ("overview_single_gene", "overview_max_change"):
+        assert not pd.read_csv(workdir / "results" / "tables" / f"{name}.tsv", sep="\t").empty
     metrics = pd.read_csv(workdir / "results" / "tables" / "classifiers.tsv", sep="\t")
     assert set(metrics["classifier"]) == {"scrf", "scmlp"} and (metrics["accuracy"] > 0.5).all()
-    params = json.loads(next((workdir / "results" / "attacks").rglob("params.json")).read_text())
-    assert params["attack"] == "single_gene" and "method" in params["params"]
+    params_file = workdir / "results/attacks/synthetic/scrf/single_gene/method~perc99/params.json"
+    params = json.loads(params_file.read_text())
+    assert params["attack"] == "single_gene" and params["params"]["method"] == "perc99"
     assert list((workdir / "logs" / "attack").rglob("*.log"))
     again = snakemake(workdir, "-n", "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -42,12 +42,12 @@ rule plot_attack:
         "results/tables/{attack}.tsv",
     output:
         report(
-            "results/figures/{attack}_heatmap.png",
-            caption="../report/attack_heatmap.rst",
+            "results/figures/{attack}_{figure}.png",
+            caption="../report/attack_figure.rst",
             category="Single-cell attacks",
         ),
     log:
-        "logs/plots/{attack}.log",
+        "logs/plots/{attack}_{figure}.log",
     localrule: True
     conda:
         "../../envs/vulnbench.yaml"

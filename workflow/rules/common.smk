@@ -11,6 +11,7 @@ from vulnbench.matrix import (
     validate_config,
 )
 from vulnbench.data import DATASETS
+from vulnbench.sc.attacks import ATTACKS
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -26,7 +27,8 @@ CODE_VERSION = vulnbench.__version__
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_-]+",
     classifier=r"[A-Za-z0-9_-]+",
-    attack=r"[A-Za-z0-9_-]+",
+    attack="|".join(ATTACKS.names()),
+    figure=r"[A-Za-z0-9_-]+",
     pid=r"[^/]+",
 
 
@@ -35,7 +37,11 @@ def final_targets():
     return [
         "results/tables/classifiers.tsv",
         *expand("results/tables/{attack}.tsv", attack=attacks),
-        *expand("results/figures/{attack}_heatmap.png", attack=attacks),
+        *[
+            f"results/figures/{attack}_{figure}.png"
+            for attack in attacks
+            for figure in ATTACKS.get(attack).figures
+        ],
     ]
 
 

@@ -1,6 +1,7 @@
-# Adapter: the heatmap of one attack's table.
+# Adapter: one figure of one attack's table.
 from vulnbench.logsetup import logged_stage
 from vulnbench.plots import run_plot
 
-with logged_stage(snakemake.log[0]):  # noqa: F821
-    run_plot(snakemake.wildcards.attack, snakemake.input[0], snakemake.output[0])  # noqa: F821
+sm = snakemake  # noqa: F821
+with logged_stage(sm.log[0]):
+    run_plot(sm.wildcards.attack, sm.wildcards.figure, sm.input[0], sm.output[0])

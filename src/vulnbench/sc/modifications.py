@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -88,7 +89,13 @@ class GeneStats:
     """Lazily computed, cached per-gene statistics over all cells of one dataset (the unmodified data)."""
 
     expression: Expression
-    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Anything else computed once per dataset and shared by every attack on it (e.g. gene rankings)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def quantile(self, p: float) -> np.ndarray:
         key = f"q{p!r}"

@@ -131,13 +131,22 @@ class ClusterOracle:
         return self._baseline
 
     def evaluate(self, gene_sets: Sequence[np.ndarray]) -> list[Prediction]:
-        if not gene_sets:
-            return []
-        self.n_evaluations += len(gene_sets)
-        self._last = []
+        """Labels of the cluster with each gene set modified by the oracle's modification (batched)."""
+        candidates = []
         for genes in gene_sets:
             genes = np.asarray(genes, dtype=np.intp)
-            self._last.append((genes, self.modification.values(self.stats, genes, self.rows, self.rng)))
+            candidates.append((genes, self.modification.values(self.stats, genes, self.rows, self.rng)))
+        return self.evaluate_values(candidates)
+
+    def evaluate_values(self, candidates: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Prediction]:
+        """Labels with explicit new values: (genes, values of shape (len(genes),) or (n_target, len(genes))).
+
+        For attacks that mix modifications within one candidate (grid, random walk).
+        """
+        if not candidates:
+            return []
+        self.n_evaluations += len(candidates)
+        self._last = [(np.asarray(g, dtype=np.intp), np.asarray(v, dtype=np.float64)) for g, v in candidates]
         return self._evaluate(self._last)
 
     def commit(self, index: int) -> None:

@@ -88,11 +88,14 @@ def pair_pvalues(x: np.ndarray, y: np.ndarray, *, method: str = "wilcox", legacy
     legacy: upstream's tie breaker (+0.01 on the first value of a constant group) and NaN kept as NaN (it ranks
     last, like R's NA). Default: identical constant groups get p = 1 and any NaN from scipy becomes 1.
     """
+    if method not in METHODS:
+        raise ConfigError(f"unknown signature method {method!r}; use one of: wilcox, t")
+    method = METHODS[method]
     n_genes = x.shape[1]
     if x.shape[0] == 0 or y.shape[0] == 0:
         return np.ones(n_genes)
-    x = np.array(x, dtype=np.float64)
-    y = np.array(y, dtype=np.float64)
+    x = np.array(x, dtype=np.float64, copy=True)  # double precision like R; a copy, the tie breaker writes to it
+    y = np.array(y, dtype=np.float64, copy=True)
     const_x, const_y = _is_constant(x), _is_constant(y)
     if legacy:
         x[0, const_x] += TIE_BREAKER
