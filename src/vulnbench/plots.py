@@ -15,7 +15,8 @@ from matplotlib.colors import SymLogNorm
 from vulnbench.io import atomic_path
 
 
-def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: str) -> None:
+def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: str,
+                  xlabel: str = "modification mode") -> None:
     """Clusters × modes heatmap of `value`, one panel per (dataset, classifier); failed cells marked ✗."""
     panels = table.groupby(["dataset", "classifier"], sort=True)
     n = panels.ngroups
@@ -31,6 +32,7 @@ def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: st
     for ax, ((dataset, classifier), frame) in zip(axes[0], panels, strict=True):
         grid = frame.pivot_table(index="cluster", columns="mode", values=value, aggfunc="first")
         grid = grid.reindex(index=clusters, columns=modes)
+        grid = grid.where(grid >= 0)  # -1 = nothing found: shown as "–"
         status = frame.pivot_table(index="cluster", columns="mode", values="status", aggfunc="first")
         status = status.reindex(index=clusters, columns=modes)
         image = ax.imshow(grid.to_numpy(dtype=float), cmap="YlOrRd", norm=norm, aspect="auto")
@@ -46,7 +48,7 @@ def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: st
         ax.set_xticks(range(len(modes)), modes, rotation=35, ha="right")
         ax.set_yticks(range(len(clusters)), clusters)
         ax.set_title(f"{classifier} ({dataset})")
-        ax.set_xlabel("modification mode")
+        ax.set_xlabel(xlabel)
     axes[0][0].set_ylabel("attacked cluster")
     fig.colorbar(image, ax=axes[0].tolist(), label=value.replace("_", " ") + " (log scale)", shrink=0.8)
     fig.suptitle(title)

@@ -142,6 +142,17 @@ def run_attack(prepared: str | Path, model_path: str | Path, attack: str, params
                         "versions": versions()})
 
 
+def mode_label(grid: Mapping[str, Any]) -> str:
+    """Column label of a grid cell in tables and heatmaps: the method itself, else `key=value` pairs."""
+    from vulnbench.matrix import format_value
+
+    if not grid:
+        return "default"
+    if set(grid) == {"method"}:
+        return str(grid["method"])
+    return ", ".join(f"{k}={format_value(v)}" for k, v in grid.items())
+
+
 def collect_results(paths: Sequence[str | Path]) -> pd.DataFrame:
     """Long table: one row per (job, cluster), identity and parameters first."""
     rows = []
@@ -152,7 +163,7 @@ def collect_results(paths: Sequence[str | Path]) -> pd.DataFrame:
             rows.append({"dataset": payload["dataset"], "classifier": payload["classifier"],
                          "attack": payload["attack"], "pid": payload["pid"],
                          "params": ";".join(f"{k}={v}" for k, v in sorted(params.items())),
-                         "mode": " / ".join(map(str, payload.get("grid", {}).values())) or "default",
+                         "mode": mode_label(payload.get("grid", {})),
                          **{f"param_{k}": v for k, v in params.items() if not isinstance(v, list | dict)},
                          **record})
     return pd.DataFrame(rows)

@@ -207,3 +207,18 @@ def test_a_plain_scikit_learn_estimator_gets_the_fast_path(synthetic_small) -> N
     assert len(flips) > 0
     pd.testing.assert_frame_equal(flips, reference)
     assert flips.attrs["n_calls"] < reference.attrs["n_calls"]
+
+
+def test_repeated_candidates_are_answered_from_the_cache(pbmc_short) -> None:
+    from vulnbench.sc.expression import as_expression
+    from vulnbench.sc.modifications import Modification
+    from vulnbench.sc.oracle import make_oracle
+
+    frame, types = pbmc_short
+    oracle = make_oracle(m_classifier, as_expression(frame), types, "DC", Modification("perc99"))
+    pf4 = np.array([list(frame.columns).index("PF4")])
+    first = oracle.evaluate([pf4, pf4])
+    assert first[0] == first[1] and first[0].label == "Platelet"
+    assert oracle.n_calls == 1 and oracle.n_evaluations == 1
+    oracle.evaluate([pf4])
+    assert oracle.n_calls == 1

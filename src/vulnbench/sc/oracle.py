@@ -120,6 +120,7 @@ class ClusterOracle:
         self.committed = np.empty(0, dtype=np.intp)
         self._baseline: Prediction | None = None
         self._last: list[tuple[np.ndarray, np.ndarray]] = []
+        self._cache: dict[bytes, Prediction] = {}
 
     @property
     def baseline(self) -> Prediction:
@@ -131,12 +132,24 @@ class ClusterOracle:
         return self._baseline
 
     def evaluate(self, gene_sets: Sequence[np.ndarray]) -> list[Prediction]:
-        """Labels of the cluster with each gene set modified by the oracle's modification (batched)."""
+        """Labels of the cluster with each gene set modified by the oracle's modification (batched).
+
+        Deterministic modifications are cached per (committed state, gene set): a repeated candidate is
+        answered without a classifier call and not counted as an evaluation.
+        """
         candidates = []
         for genes in gene_sets:
             genes = np.asarray(genes, dtype=np.intp)
             candidates.append((genes, self.modification.values(self.stats, genes, self.rows, self.rng)))
-        return self.evaluate_values(candidates)
+        if self.modification.method == "random":
+            return self.evaluate_values(candidates)
+        keys = [self.committed.tobytes() + b"|" + genes.tobytes() for genes, _ in candidates]
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}  # one evaluation per distinct set
+        missing = [i for key, i in first.items() if key not in self._cache]
+        for i, prediction in zip(missing, self.evaluate_values([candidates[i] for i in missing]), strict=True):
+            self._cache[keys[i]] = prediction
+        self._last = [(g, np.asarray(v, dtype=np.float64)) for g, v in candidates]
+        return [self._cache[key] for key in keys]
 
     def evaluate_values(self, candidates: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Prediction]:
         """Labels with explicit new values: (genes, values of shape (len(genes),) or (n_target, len(genes))).

@@ -50,41 +50,53 @@ class Scores:
 
 
 class _Scorer:
-    """Scores the dataset for a given state of the target block (target cells × all genes, data order)."""
+    """Holds the target block (target cells × all genes, data order) and scores the dataset in that state.
 
-    n_calls = 0
+    Columns change one at a time (`set_column`), so each scorer updates only what a column change touches.
+    """
 
-    def score(self, block: np.ndarray) -> Scores:
+    def __init__(self, block: np.ndarray) -> None:
+        self.block = block
+        self.n_calls = 0
+
+    def set_column(self, gene: int, values: np.ndarray) -> None:
+        self.block[:, gene] = values
+
+    def score(self) -> Scores:
         raise NotImplementedError
 
 
 class _PerCellScorer(_Scorer):
-    def __init__(self, model: Any, expression: Expression, rows: np.ndarray) -> None:
+    def __init__(self, model: Any, expression: Expression, block: np.ndarray) -> None:
+        super().__init__(block)
         self.model = model
         self.classes = np.asarray(model.classes_).astype(str)
-        self.to_data = expression.genes.get_indexer(pd.Index(getattr(model, "genes_", expression.genes)))
-        self.present = self.to_data >= 0
-        self.n_model_genes = len(self.to_data)
+        to_data = expression.genes.get_indexer(pd.Index(getattr(model, "genes_", expression.genes)))
+        self.to_model = np.full(expression.n_genes, -1)
+        self.to_model[to_data[to_data >= 0]] = np.flatnonzero(to_data >= 0)
+        self.aligned = np.zeros((block.shape[0], len(to_data)), dtype=np.float32)
+        self.aligned[:, to_data >= 0] = block[:, to_data[to_data >= 0]]
 
-    def aligned(self, block: np.ndarray) -> np.ndarray:
-        out = np.zeros((block.shape[0], self.n_model_genes), dtype=np.float32)
-        out[:, self.present] = block[:, self.to_data[self.present]]
-        return out
+    def set_column(self, gene: int, values: np.ndarray) -> None:
+        super().set_column(gene, values)
+        if self.to_model[gene] >= 0:
+            self.aligned[:, self.to_model[gene]] = values
 
-    def margin_gradient(self, block: np.ndarray, new: str, original: str) -> np.ndarray:
+    def margin_gradient(self, new: str, original: str) -> np.ndarray:
         """d(S_new − S_original)/dx per cell and data gene (0 for genes the model does not use)."""
         self.n_calls += 1
         classes = list(self.classes)
-        grad = self.model.input_gradient(self.aligned(block), classes.index(new), classes.index(original))
-        out = np.zeros_like(block)
-        out[:, self.to_data[self.present]] = grad[:, self.present]
+        grad = self.model.input_gradient(self.aligned, classes.index(new), classes.index(original))
+        out = np.zeros_like(self.block)
+        used = self.to_model >= 0
+        out[:, used] = grad[:, self.to_model[used]]
         return out
 
-    def score(self, block: np.ndarray) -> Scores:
-        self.n_calls += 1
-        probs = self.model._predict_proba(self.aligned(block))
+    def score(self) -> Scores:
         from vulnbench.sc.classifiers.base import plurality
 
+        self.n_calls += 1
+        probs = self.model._predict_proba(self.aligned)
         labels = self.classes[np.argmax(probs, axis=1)]
         return Scores(plurality(labels)[0], pd.DataFrame(probs, columns=self.classes))
 
@@ -93,20 +105,28 @@ class _CallableScorer(_Scorer):
     """An adverSCarial-style classifier returning the full form (`prediction`, `typePredictions`, ...)."""
 
     def __init__(self, classifier: Any, expression: Expression, clusters: np.ndarray, target: str,
-                 rows: np.ndarray) -> None:
+                 rows: np.ndarray, block: np.ndarray) -> None:
+        super().__init__(block)
         self.classifier, self.expression, self.clusters, self.target, self.rows = (
             classifier, expression, clusters, target, rows)
+        self.changed: set[int] = set()
         if not expression.is_sparse:
             self.working = np.array(expression.matrix, dtype=np.float64, copy=True)
             self.view = _wrap_like(expression, self.working)
 
-    def score(self, block: np.ndarray) -> Scores:
+    def set_column(self, gene: int, values: np.ndarray) -> None:
+        super().set_column(gene, values)
+        self.changed.add(int(gene))
+        if not self.expression.is_sparse:
+            self.working[self.rows, gene] = values
+
+    def score(self) -> Scores:
         self.n_calls += 1
         if self.expression.is_sparse:
-            data = _wrap_like(self.expression, replace_block(self.expression.matrix, self.rows,
-                                                             np.arange(block.shape[1]), block))
+            cols = np.array(sorted(self.changed), dtype=np.intp)
+            data = _wrap_like(self.expression, replace_block(self.expression.matrix, self.rows, cols,
+                                                             self.block[:, cols]))
         else:
-            self.working[self.rows] = block
             data = self.view
         result = self.classifier(data, self.clusters, self.target)
         if not isinstance(result, Mapping) or "typePredictions" not in result:
@@ -187,8 +207,9 @@ def cgd(
     labels = as_labels(clusters, expression.n_cells)
     rows = np.flatnonzero(target_mask(labels, target))
     per_cell = as_per_cell(classifier, expression.genes)
-    scorer: _Scorer = (_PerCellScorer(per_cell, expression, rows) if per_cell is not None
-                       else _CallableScorer(classifier, expression, labels, str(target), rows))
+    block = expression.rows(rows).astype(np.float64)
+    scorer: _Scorer = (_PerCellScorer(per_cell, expression, block) if per_cell is not None
+                       else _CallableScorer(classifier, expression, labels, str(target), rows, block))
     if gradient and not hasattr(per_cell, "input_gradient"):
         raise ConfigError("cgd: gradient=True needs a differentiable per-cell classifier (e.g. scmlp)")
     if genes is None:
@@ -196,10 +217,9 @@ def cgd(
     else:
         order = expression.gene_indices(list(dict.fromkeys(map(str, genes))))
     exclude = set(map(str, exclude_new_targets))
-    block = expression.rows(rows).astype(np.float64)
     n_cells = len(rows)
 
-    accepted = scorer.score(block)
+    accepted = scorer.score()
     original = accepted.prediction
     cell_labels = accepted.cell_labels()
     ori_cell_types = cell_labels.copy()
@@ -234,12 +254,12 @@ def cgd(
         x = block[:, gene].copy()
         if gradient:
             if gradients is None:
-                gradients = scorer.margin_gradient(block, chosen, original)
+                gradients = scorer.margin_gradient(chosen, original)
             slope = gradients[:, gene]
         else:
-            block[movable, gene] = x[movable] + alpha * np.abs(x[movable]) + epsilon  # the trial step
-            tried = scorer.score(block)
-            block[:, gene] = x
+            scorer.set_column(gene, np.where(movable, x + alpha * np.abs(x) + epsilon, x))  # the trial step
+            tried = scorer.score()
+            scorer.set_column(gene, x)
             slope = ((tried.column(chosen) - accepted.column(chosen))
                      - (tried.column(original) - accepted.column(original)))
         up = movable & (slope > slope_margin)
@@ -253,10 +273,10 @@ def cgd(
         else:
             step = alpha * np.abs(x) + epsilon
             x_new = np.where(up, x + step, np.where(down, x - step, x))
-        block[:, gene] = x_new
+        scorer.set_column(gene, x_new)
         gradients = None
         modified.append(str(names[gene]))
-        accepted = scorer.score(block)
+        accepted = scorer.score()
         cell_labels = accepted.cell_labels()
         if not fixed_target:
             chosen = _choose_target(accepted, cell_labels, original, exclude, legacy)
@@ -266,7 +286,7 @@ def cgd(
             break
     final_cell_types = cell_labels
     if not switched:
-        final_cell_types = scorer.score(block).cell_labels()
+        final_cell_types = scorer.score().cell_labels()
     by_gene = pd.DataFrame(summary, columns=BY_GENE_COLUMNS)
     last = summary[-1]
     one_row = pd.Series(
@@ -277,7 +297,7 @@ def cgd(
     if not legacy and not switched:
         one_row["nbTestedGenes"] = tested
     modified_cols = expression.gene_indices(list(dict.fromkeys(modified))) if modified else np.empty(0, np.intp)
-    X_out = _modified_copy(X, expression, rows, modified_cols, block)
+    X_out = _modified_copy(X, expression, rows, modified_cols, block)  # `block` is the scorer's final state
     runtime = time.perf_counter() - started
     log.info("cgd on %r: %d genes modified of %d tested, %s → %s (switched: %s), %d calls, %.2fs", target,
              len(modified), tested, original, chosen, switched, scorer.n_calls, runtime)

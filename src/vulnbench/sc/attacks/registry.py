@@ -18,6 +18,7 @@ import pandas as pd
 from vulnbench.registry import Registry
 from vulnbench.sc.attacks._cgd import CGDResult, cgd
 from vulnbench.sc.attacks._max_change import MaxChangeResult, max_change
+from vulnbench.sc.attacks._min_change import grid_min_change, random_walk_min_change
 from vulnbench.sc.attacks._signature import signature_genes
 from vulnbench.sc.attacks._single_gene import single_gene
 from vulnbench.sc.modifications import GeneStats
@@ -76,6 +77,22 @@ def summarise_max_change(result: MaxChangeResult) -> dict[str, Any]:
     }
 
 
+def ranked_genes(X: Any, clusters: Sequence[str], n_genes: int, gene_order: str, seed: int | None,
+                 stats: GeneStats | None) -> list[str]:
+    """The first `n_genes` genes of the signature ranking (getSignGenes; once per dataset) or a seeded order."""
+    if gene_order == "signature":
+        def rank() -> list[str]:
+            return list(signature_genes(X, clusters)["gene"])
+
+        return (stats.memo("signature_genes", rank) if stats is not None else rank())[: int(n_genes)]
+    if gene_order == "random":
+        names = list(X.var_names) if hasattr(X, "var_names") else list(X.columns)
+        return [names[i] for i in np.random.default_rng(seed).permutation(len(names))[: int(n_genes)]]
+    from vulnbench.errors import ConfigError
+
+    raise ConfigError(f"gene_order must be 'signature' or 'random', got {gene_order!r}")
+
+
 def cgd_attack(
     X: Any,
     clusters: Sequence[str],
@@ -97,24 +114,51 @@ def cgd_attack(
     stats: GeneStats | None = None,
     progress: bool = False,
 ) -> CGDResult:
-    """CGD as the paper ran it: on the first `n_genes` genes of the signature ranking (`getSignGenes`), or of
-    a seeded random order (`gene_order="random"`). The ranking is computed once per dataset."""
-    if gene_order == "signature":
-        def rank() -> list[str]:
-            return list(signature_genes(X, clusters)["gene"])
-
-        ranked = stats.memo("signature_genes", rank) if stats is not None else rank()
-        genes = ranked[: int(n_genes)]
-    elif gene_order == "random":
-        names = list(X.var_names) if hasattr(X, "var_names") else list(X.columns)
-        genes = [names[i] for i in np.random.default_rng(seed).permutation(len(names))[: int(n_genes)]]
-    else:
-        from vulnbench.errors import ConfigError
-
-        raise ConfigError(f"cgd: gene_order must be 'signature' or 'random', got {gene_order!r}")
+    """CGD as the paper ran it: on the first `n_genes` genes of the signature ranking."""
+    genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
     return cgd(X, clusters, target, classifier, genes=genes, alpha=alpha, epsilon=epsilon, new_target=new_target,
                exclude_new_targets=exclude_new_targets, stop_at_switch=stop_at_switch, slope_margin=slope_margin,
                max_passes=max_passes, gradient=gradient, legacy=legacy, seed=seed, progress=progress)
+
+
+def grid_attack(X: Any, clusters: Sequence[str], target: str, classifier: Any, *, n_genes: int = 4,
+                gene_order: str = "signature", modifications: Sequence[Any] = (("perc1",), ("perc99",)),
+                return_first_found: bool = True, legacy: bool = False, seed: int | None = None,
+                stats: GeneStats | None = None, progress: bool = False) -> pd.DataFrame:
+    """The smallest combination of modifications on the top `n_genes` signature genes that flips the label."""
+    genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
+    return grid_min_change(X, clusters, target, classifier, genes, modifications=modifications,
+                           return_first_found=return_first_found, legacy=legacy, seed=seed, stats=stats)
+
+
+def random_walk_attack(X: Any, clusters: Sequence[str], target: str, classifier: Any, *, n_genes: int = 12,
+                       gene_order: str = "signature", modifications: Sequence[Any] = (("perc1",), ("perc99",)),
+                       first_batch: int = 100, walk_length: int = 100, step_change_ratio: float = 0.2,
+                       change_type: str = "any", legacy: bool = False, seed: int | None = None,
+                       stats: GeneStats | None = None, progress: bool = False) -> pd.DataFrame:
+    """A random walk towards the smallest flipping combination on the top `n_genes` signature genes."""
+    genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
+    return random_walk_min_change(X, clusters, target, classifier, genes, modifications=modifications,
+                                  first_batch=first_batch, walk_length=walk_length,
+                                  step_change_ratio=step_change_ratio, change_type=change_type, legacy=legacy,
+                                  seed=seed, stats=stats)
+
+
+def summarise_min_change(result: pd.DataFrame) -> dict[str, Any]:
+    """The smallest flipping combination (min_genes = -1: none found)."""
+    flips = result[result["typeModified"].astype(bool)] if len(result) else result
+    gene_columns = [c for c in result.columns if c not in ("prediction", "odd", "genesModified", "typeModified",
+                                                           "iteration")]
+    record: dict[str, Any] = {"baseline_label": result.attrs.get("baseline_label"),
+                              "n_evaluations": result.attrs.get("n_evaluations"),
+                              "n_calls": result.attrs.get("n_calls"), "n_flips": len(flips)}
+    if len(flips):
+        best = flips.sort_values("genesModified", kind="stable").iloc[0]
+        record.update(min_genes=int(best["genesModified"]), new_label=str(best["prediction"]),
+                      combination=";".join(f"{g}={best[g]}" for g in gene_columns if best[g] != "NA"))
+    else:
+        record.update(min_genes=-1, new_label="", combination="")
+    return record
 
 
 def summarise_cgd(result: CGDResult) -> dict[str, Any]:
@@ -133,8 +177,8 @@ def summarise_cgd(result: CGDResult) -> dict[str, Any]:
 def _figures() -> dict[str, dict[str, Callable[[pd.DataFrame, str], None]]]:
     from vulnbench import plots
 
-    def heatmap(value: str, title: str) -> Callable[[pd.DataFrame, str], None]:
-        return lambda table, output: plots.count_heatmap(table, value, output, title)
+    def heatmap(value: str, title: str, xlabel: str = "modification mode") -> Callable[[pd.DataFrame, str], None]:
+        return lambda table, output: plots.count_heatmap(table, value, output, title, xlabel)
 
     return {
         "single_gene": {"heatmap": heatmap("n_genes_flipping",
@@ -146,6 +190,11 @@ def _figures() -> dict[str, dict[str, Callable[[pd.DataFrame, str], None]]]:
         "overview_max_change": {"heatmap": heatmap("n_genes", "Max-change overview: genes modifiable together "
                                                               "without a flip")},
         "cgd": {"genes_needed": plots.cgd_genes_needed, "trajectory": plots.cgd_trajectory},
+        "grid_min_change": {"heatmap": heatmap("min_genes", "Grid search: fewest modified signature genes that "
+                                                            "flip the cluster (– : none)", "attack parameters")},
+        "random_walk_min_change": {"heatmap": heatmap("min_genes", "Random walk: fewest modified signature genes "
+                                                                   "found that flip the cluster (– : none)",
+                                                    "attack parameters")},
     }
 
 
@@ -160,6 +209,8 @@ def _register() -> None:
         ("overview_single_gene", single_gene, summarise_single_gene),
         ("overview_max_change", max_change, summarise_max_change),
         ("cgd", cgd_attack, summarise_cgd),
+        ("grid_min_change", grid_attack, summarise_min_change),
+        ("random_walk_min_change", random_walk_attack, summarise_min_change),
     ]
     for name, function, summarise in entries:
         ATTACKS.register(name)(AttackSpec(name, function, summarise, figures[name]))
