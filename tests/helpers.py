@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vulnbench.sc.classifiers.base import PerCellClassifier
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -48,19 +50,16 @@ def m_classifier(expr: pd.DataFrame, clusters: np.ndarray, target: str) -> tuple
     return label, 1.0
 
 
-class MarkerMeans:
+class MarkerMeans(PerCellClassifier):
     """A per-cell toy model: a cell's score for a type is the mean of that type's marker genes.
 
     With `positive_aberrant`, setting any marker of another type to 10000·max turns every target cell into
     that type, so the exact set of flipping genes is known in advance.
     """
 
-    cell_independent = True
+    name = "marker_means"
 
     def __init__(self, genes: pd.Index, markers: dict[str, list[str]]) -> None:
-        from vulnbench.sc.classifiers.base import PerCellClassifier
-
-        self._base = PerCellClassifier
         self.genes_ = pd.Index(genes)
         self.classes_ = np.array(sorted(markers))
         self.weights = np.zeros((len(genes), len(self.classes_)), dtype=np.float32)
@@ -72,21 +71,6 @@ class MarkerMeans:
     def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         self.n_model_calls += 1
         return np.asarray(matrix, dtype=np.float64) @ self.weights
-
-    def align(self, X, rows=None):
-        return self._base.align(self, X, rows)
-
-    def predict_proba(self, X):
-        return self._predict_proba(self.align(X))
-
-    def predict_proba_perturbed(self, block, perturbations):
-        return self._base.predict_proba_perturbed(self, block, perturbations)
-
-    def __call__(self, X, clusters, target):
-        return self._base.__call__(self, X, clusters, target)
-
-    name = "marker_means"
-
 
 def make_10x_archive(folder: Path, n_cells: int = 90, n_genes: int = 60, seed: int = 0) -> tuple[Path, Path]:
     """A small archive in 10x's pbmc3k layout (filtered_gene_bc_matrices/hg19/) and a matching label TSV."""

@@ -58,7 +58,7 @@ def _as_score(value: Any) -> float:
 def is_per_cell(classifier: Any) -> bool:
     """True when the classifier offers the per-cell fast path and its cells score independently."""
     return (
-        hasattr(classifier, "predict_proba_perturbed")
+        hasattr(classifier, "predict_labels_perturbed")
         and hasattr(classifier, "classes_")
         and getattr(classifier, "cell_independent", False)
     )
@@ -91,7 +91,7 @@ def as_per_cell(classifier: Any, genes: pd.Index) -> Any | None:
     if is_per_cell(classifier):
         return classifier
     if (hasattr(classifier, "predict_proba") and hasattr(classifier, "classes_")
-            and getattr(classifier, "cell_independent", True)):
+            and not isinstance(classifier, PerCellClassifier) and getattr(classifier, "cell_independent", True)):
         return EstimatorAdapter(classifier, genes)
     return None
 
@@ -145,7 +145,7 @@ class ClusterOracle:
             return self.evaluate_values(candidates)
         keys = [self.committed.tobytes() + b"|" + genes.tobytes() for genes, _ in candidates]
         first = {key: i for i, key in reversed(list(enumerate(keys)))}  # one evaluation per distinct set
-        missing = [i for key, i in first.items() if key not in self._cache]
+        missing = sorted(i for key, i in first.items() if key not in self._cache)
         for i, prediction in zip(missing, self.evaluate_values([candidates[i] for i in missing]), strict=True):
             self._cache[keys[i]] = prediction
         self._last = [(g, np.asarray(v, dtype=np.float64)) for g, v in candidates]
@@ -192,9 +192,8 @@ class PerCellOracle(ClusterOracle):
 
     def _evaluate(self, candidates: list[tuple[np.ndarray, np.ndarray]]) -> list[Prediction]:
         perturbations = [self._model_space(genes, values) for genes, values in candidates]
-        probs = self.classifier.predict_proba_perturbed(self._block, perturbations)
+        labels = self.classifier.predict_labels_perturbed(self._block, perturbations)
         self.n_calls += 1
-        labels = np.asarray(self.classifier.classes_)[np.argmax(probs, axis=2)]
         return [Prediction(*plurality(row)) for row in labels]
 
     def _commit(self, genes: np.ndarray, values: np.ndarray) -> None:

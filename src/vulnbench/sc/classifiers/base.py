@@ -63,7 +63,8 @@ class PerCellClassifier:
         return self._predict_proba(self.align(X))
 
     def predict(self, X: ExpressionInput) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        """Per-cell labels (some methods add labels of their own, e.g. CHETAH's "Unassigned" / "NodeK")."""
+        return self._predict_labels(self.align(X))
 
     def __call__(self, X: ExpressionInput, clusters: Sequence[str], target: str) -> tuple[str, float]:
         """adverSCarial's cluster-level contract: plurality of per-cell labels over the target cluster."""
@@ -71,7 +72,9 @@ class PerCellClassifier:
         mask = as_labels(clusters, expr.n_cells) == str(target)
         if not mask.any():
             return "UNDETERMINED", 1.0
-        return plurality(self.classes_[np.argmax(self._predict_proba(self.align(X, rows=mask)), axis=1)])
+        if self.cell_independent:
+            return plurality(self._predict_labels(self.align(X, rows=mask)))
+        return plurality(self._predict_labels(self.align(X))[mask])
 
     def align(self, X: ExpressionInput, rows: np.ndarray | None = None) -> np.ndarray:
         """Dense matrix in the training gene order; genes absent from X are zeros (logged)."""
@@ -96,16 +99,27 @@ class PerCellClassifier:
 
         Default: stack perturbed copies and score them in as few `_predict_proba` calls as memory allows.
         """
+        return self._map_perturbed(block, perturbations, self._predict_proba, len(self.classes_), np.float64)
+
+    def predict_labels_perturbed(self, block: np.ndarray, perturbations: Sequence[Perturbation]) -> np.ndarray:
+        """Per-cell labels under each perturbation: (n_pert, n_cells). What the attacks' fast path uses."""
+        if type(self)._predict_labels is PerCellClassifier._predict_labels:
+            return self.classes_[np.argmax(self.predict_proba_perturbed(block, perturbations), axis=2)]
+        return self._map_perturbed(block, perturbations, self._predict_labels, None, object)
+
+    def _map_perturbed(self, block: np.ndarray, perturbations: Sequence[Perturbation], fn: Any,
+                       width: int | None, dtype: Any) -> np.ndarray:
         n_cells, n_genes = block.shape
-        out = np.empty((len(perturbations), n_cells, len(self.classes_)), dtype=np.float64)
+        shape = (len(perturbations), n_cells) if width is None else (len(perturbations), n_cells, width)
+        out = np.empty(shape, dtype=dtype)
         per_batch = max(1, BATCH_ELEMENTS // max(1, n_cells * n_genes))
         for start in range(0, len(perturbations), per_batch):
             chunk = perturbations[start : start + per_batch]
             stacked = np.repeat(block[None, :, :], len(chunk), axis=0)
             for i, (cols, values) in enumerate(chunk):
                 stacked[i][:, cols] = values
-            probs = self._predict_proba(stacked.reshape(-1, n_genes))
-            out[start : start + len(chunk)] = probs.reshape(len(chunk), n_cells, -1)
+            result = np.asarray(fn(stacked.reshape(-1, n_genes)))
+            out[start : start + len(chunk)] = result.reshape((len(chunk), *shape[1:]))
         return out
 
     # -- persistence --------------------------------------------------------------------------------
@@ -130,6 +144,10 @@ class PerCellClassifier:
 
     def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _predict_labels(self, matrix: np.ndarray) -> np.ndarray:
+        """Labels from an aligned matrix; by default the class with the highest score (first on ties)."""
+        return self.classes_[np.argmax(self._predict_proba(matrix), axis=1)]
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
