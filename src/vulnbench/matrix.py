@@ -22,8 +22,10 @@ from vulnbench.errors import ConfigError
 
 #: dataset keys that configure the split, not the loader
 SPLIT_KEYS = {"test_size": 0.5, "min_cells_per_type": 5, "drop_labels": []}
+#: classifier keys that configure the pipeline, not the model
+CLASSIFIER_KEYS = ("label_map",)
 #: attack keys besides the parameter grid
-ATTACK_KEYS = ("grid", "params", "clusters")
+ATTACK_KEYS = ("grid", "params", "clusters", "classifiers")
 PID_MAX = 80
 
 
@@ -96,7 +98,9 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
     for name, params in _section(config, "classifiers").items():
         if name not in CLASSIFIERS:
             raise ConfigError(f"config classifiers: {CLASSIFIERS.unknown_message(name)}")
-        check_params(f"classifier {name!r}", params, CLASSIFIERS.get(name))
+        check_params(f"classifier {name!r}", params, CLASSIFIERS.get(name), extra=CLASSIFIER_KEYS)
+        if not isinstance(params.get("label_map", {}), Mapping):
+            raise ConfigError(f"classifier {name!r}: label_map must map predicted labels to dataset labels")
     for name, entry in _section(config, "attacks").items():
         if name not in ATTACKS:
             raise ConfigError(f"config attacks: {ATTACKS.unknown_message(name)}")
@@ -114,6 +118,9 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
                 raise ConfigError(f"attack {name!r} grid: every value of tied keys {key!r} must be a list of {width}")
         for key in set(grid_keys) & set(params):
             raise ConfigError(f"attack {name!r}: {key!r} is both in grid and params")
+        for classifier in entry.get("classifiers") or ():
+            if classifier not in config["classifiers"]:
+                raise ConfigError(f"attack {name!r}: classifier {classifier!r} is not configured under 'classifiers'")
 
 
 def _validate_schema(config: Mapping[str, Any], schema: str | Path) -> None:
@@ -149,7 +156,8 @@ def build(config: Mapping[str, Any]) -> pd.DataFrame:
                 names = tied_keys(key)
                 cell.update(zip(names, value if len(names) > 1 else [value], strict=True))
             pid = make_pid(cell)
-            for dataset, classifier in itertools.product(datasets, classifiers):
+            chosen = entry.get("classifiers") or list(classifiers)
+            for dataset, classifier in itertools.product(datasets, chosen):
                 rows.append({"dataset": dataset, "classifier": classifier, "attack": attack, "pid": pid,
                              "params": {**fixed, **cell}, "grid": cell, "clusters": entry.get("clusters", "all")})
     frame = pd.DataFrame(rows, columns=["dataset", "classifier", "attack", "pid", "params", "grid", "clusters"])
@@ -169,6 +177,7 @@ def dataset_settings(config: Mapping[str, Any], dataset: str) -> tuple[dict[str,
 
 
 def classifier_settings(config: Mapping[str, Any], classifier: str) -> dict[str, Any]:
+    """Model hyper-parameters (seeded from the global seed) plus `label_map`, which the train stage takes."""
     from vulnbench.sc.classifiers import CLASSIFIERS
 
     params = dict(_section(config, "classifiers")[classifier])

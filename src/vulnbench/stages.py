@@ -80,6 +80,7 @@ def run_train(prepared: str | Path, classifier: str, params: Mapping[str, Any], 
 
     use_threads(threads)
     params = dict(params)
+    label_map = {str(k): str(v) for k, v in (params.pop("label_map", None) or {}).items()}
     if threads and "n_jobs" in signature_defaults(CLASSIFIERS.get(classifier)):
         params.setdefault("n_jobs", int(threads))
     data = read_prepared(prepared)
@@ -88,7 +89,8 @@ def run_train(prepared: str | Path, classifier: str, params: Mapping[str, Any], 
     model = get(classifier, **params).fit(train, train.obs["label"].astype(str))
     fit_s = time.perf_counter() - started
     truth = test.obs["label"].astype(str).to_numpy()
-    predicted = model.predict(test)
+    # a method with its own vocabulary (scType's marker types) is scored through the configured label map
+    predicted = np.array([label_map.get(label, label) for label in model.predict(test)])
     classes = sorted(set(truth) | set(predicted))
     per_class = f1_score(truth, predicted, labels=classes, average=None, zero_division=0)
     metrics = {
@@ -97,6 +99,7 @@ def run_train(prepared: str | Path, classifier: str, params: Mapping[str, Any], 
         "params": dict(params),
         "n_train": int(train.n_obs),
         "n_test": int(test.n_obs),
+        "label_map": label_map,
         "accuracy": float(accuracy_score(truth, predicted)),
         "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
         "f1_per_class": dict(zip(classes, map(float, per_class), strict=True)),
@@ -181,6 +184,6 @@ def run_aggregate(attack: str, results: Sequence[str | Path], output: str | Path
 def run_metrics_table(metrics: Sequence[str | Path], output: str | Path) -> None:
     from vulnbench.io import write_table
 
-    rows = [{k: v for k, v in read_json(p).items() if k not in ("params", "versions", "f1_per_class")}
+    rows = [{k: v for k, v in read_json(p).items() if k not in ("params", "versions", "f1_per_class", "label_map")}
             for p in metrics]
     write_table(output, pd.DataFrame(rows))

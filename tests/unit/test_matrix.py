@@ -76,3 +76,12 @@ def test_tied_grid_keys_vary_together() -> None:
     config["attacks"]["cgd"]["grid"] = {"alpha,epsilon": [[0.3], [1.5, 1.5]]}
     with pytest.raises(ConfigError, match="must be a list of 2"):
         validate_config(config)
+
+
+def test_an_attack_can_be_restricted_to_some_classifiers() -> None:
+    config = copy.deepcopy(BASE)
+    config["attacks"]["single_gene"]["classifiers"] = ["scmlp"]
+    assert set(build(config)["classifier"]) == {"scmlp"}
+    config["attacks"]["single_gene"]["classifiers"] = ["scfr"]
+    with pytest.raises(ConfigError, match="classifier 'scfr' is not configured"):
+        validate_config(config, schema=SCHEMA)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from vulnbench.registry import Registry
+from vulnbench.sc.classifiers._chetah import Chetah
 from vulnbench.sc.classifiers._scmlp import ScMLP
 from vulnbench.sc.classifiers._scrf import ScRF
+from vulnbench.sc.classifiers._sctype import ScType
 from vulnbench.sc.classifiers.base import PerCellClassifier, plurality
 
 CLASSIFIERS: Registry[type[PerCellClassifier]] = Registry("classifier")
 CLASSIFIERS.register("scrf")(ScRF)
 CLASSIFIERS.register("scmlp")(ScMLP)
+CLASSIFIERS.register("sctype")(ScType)
+CLASSIFIERS.register("chetah")(Chetah)
 
 
 def get(name: str, **params: Any) -> PerCellClassifier:
@@ -27,4 +31,4 @@ def names() -> list[str]:
     return CLASSIFIERS.names()
 
 
-__all__ = ["CLASSIFIERS", "PerCellClassifier", "ScMLP", "ScRF", "get", "names", "plurality"]
+__all__ = ["CLASSIFIERS", "Chetah", "PerCellClassifier", "ScMLP", "ScRF", "ScType", "get", "names", "plurality"]

@@ -42,6 +42,8 @@ class PerCellClassifier:
     """
 
     name: ClassVar[str] = "per_cell"
+    #: labels a method may give besides its types (CHETAH's "Unassigned", scAnnotatR's "unknown", ...)
+    extra_labels: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[frozenset[str]] = frozenset({"proba", "cell_independent", "modality:expression"})
     cell_independent: ClassVar[bool] = True
 
@@ -55,9 +57,13 @@ class PerCellClassifier:
         if np.unique(y).size < 2:
             raise DataError("training needs at least two cell types")
         self.genes_ = expr.genes
-        self.classes_ = np.unique(y)  # alphabetical, as the paper's Keras/randomForest models
+        self.classes_ = self._vocabulary(y)
         self._fit(_dense(expr.matrix), y)
         return self
+
+    def _vocabulary(self, y: np.ndarray) -> np.ndarray:
+        """The types the model scores: by default the training labels, alphabetical (as the paper's models)."""
+        return np.unique(y)
 
     def predict_proba(self, X: ExpressionInput) -> np.ndarray:
         return self._predict_proba(self.align(X))
