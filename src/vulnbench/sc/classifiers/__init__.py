@@ -6,6 +6,7 @@ from typing import Any
 
 from vulnbench.registry import Registry
 from vulnbench.sc.classifiers._chetah import Chetah
+from vulnbench.sc.classifiers._scannotatr import ScAnnotatR
 from vulnbench.sc.classifiers._scmlp import ScMLP
 from vulnbench.sc.classifiers._scrf import ScRF
 from vulnbench.sc.classifiers._sctype import ScType
@@ -16,6 +17,7 @@ CLASSIFIERS.register("scrf")(ScRF)
 CLASSIFIERS.register("scmlp")(ScMLP)
 CLASSIFIERS.register("sctype")(ScType)
 CLASSIFIERS.register("chetah")(Chetah)
+CLASSIFIERS.register("scannotatr")(ScAnnotatR)
 
 
 def get(name: str, **params: Any) -> PerCellClassifier:
@@ -31,4 +33,4 @@ def names() -> list[str]:
     return CLASSIFIERS.names()
 
 
-__all__ = ["CLASSIFIERS", "Chetah", "PerCellClassifier", "ScMLP", "ScRF", "ScType", "get", "names", "plurality"]
+__all__ = ["CLASSIFIERS", "Chetah", "PerCellClassifier", "ScAnnotatR", "ScMLP", "ScRF", "ScType", "get", "names", "plurality"]
