@@ -56,11 +56,12 @@ def _sparse_order_statistics(matrix: sp.spmatrix, ks: Sequence[int]) -> np.ndarr
     csc.sort_indices()
     n_genes = csc.shape[1]
     starts, counts = csc.indptr[:-1], np.diff(csc.indptr)
-    values = csc.data.astype(np.float64)
-    for start, stop in zip(csc.indptr[:-1], csc.indptr[1:], strict=True):
-        values[start:stop].sort()  # in place, per column: far faster than one global lexsort
-    column = np.repeat(np.arange(n_genes), counts)
-    n_negative = np.bincount(column[values < 0], minlength=n_genes)
+    values = csc.data  # a private copy: sorted in place, in its own dtype (no float64 copy of every value)
+    n_negative = np.zeros(n_genes, dtype=np.intp)
+    for j, (start, stop) in enumerate(zip(csc.indptr[:-1], csc.indptr[1:], strict=True)):
+        segment = values[start:stop]
+        segment.sort()  # per column: far faster than one global lexsort
+        n_negative[j] = np.searchsorted(segment, 0)
     n_zero = n - counts
     # sorted column = [negatives..., zeros..., positives...]; stored values skip the zeros
     out = np.zeros((len(ks), n_genes), dtype=np.float64)

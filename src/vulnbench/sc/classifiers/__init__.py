@@ -10,6 +10,7 @@ from vulnbench.sc.classifiers._scannotatr import ScAnnotatR
 from vulnbench.sc.classifiers._scmlp import ScMLP
 from vulnbench.sc.classifiers._scrf import ScRF
 from vulnbench.sc.classifiers._sctype import ScType
+from vulnbench.sc.classifiers._singler import SingleR
 from vulnbench.sc.classifiers.base import PerCellClassifier, plurality
 
 CLASSIFIERS: Registry[type[PerCellClassifier]] = Registry("classifier")
@@ -18,6 +19,7 @@ CLASSIFIERS.register("scmlp")(ScMLP)
 CLASSIFIERS.register("sctype")(ScType)
 CLASSIFIERS.register("chetah")(Chetah)
 CLASSIFIERS.register("scannotatr")(ScAnnotatR)
+CLASSIFIERS.register("singler")(SingleR)
 
 
 def get(name: str, **params: Any) -> PerCellClassifier:
@@ -33,4 +35,7 @@ def names() -> list[str]:
     return CLASSIFIERS.names()
 
 
-__all__ = ["CLASSIFIERS", "Chetah", "PerCellClassifier", "ScAnnotatR", "ScMLP", "ScRF", "ScType", "get", "names", "plurality"]
+__all__ = [
+    "CLASSIFIERS", "Chetah", "PerCellClassifier", "ScAnnotatR", "ScMLP", "ScRF", "ScType", "SingleR",
+    "get", "names", "plurality",
+]
