@@ -59,8 +59,8 @@ def test_a_misspelt_classifier_stops_the_run_before_any_job(workdir: Path) -> No
     assert result.returncode != 0
     errors = [line for line in (result.stdout + result.stderr).splitlines() if "vulnbench config error" in line]
     assert errors == [
-        "vulnbench config error: config classifiers: unknown classifier 'scfr' (known: scmlp, scrf); "
-        "did you mean 'scrf'?"
+        "vulnbench config error: config classifiers: unknown classifier 'scfr' "
+        "(known: chetah, scannotatr, scmlp, scrf, sctype, singler); did you mean 'scrf'?"
     ]
     assert "Traceback" not in result.stderr
     assert not (workdir / "results").exists()
