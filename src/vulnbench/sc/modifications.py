@@ -273,8 +273,6 @@ def modify(X: ExpressionInput, genes: Sequence[str], clusters: Sequence[str], ta
 
     The Python counterpart of adverSCarial's `advModifications`; statistics come from the unmodified data.
     """
-    import anndata as ad
-    import pandas as pd
 
     expression = as_expression(X)
     labels = as_labels(clusters, expression.n_cells)
@@ -282,6 +280,15 @@ def modify(X: ExpressionInput, genes: Sequence[str], clusters: Sequence[str], ta
     cols = expression.gene_indices(list(genes))
     modification = Modification(method, fixed_value, fct, legacy)
     values = modification.values(GeneStats(expression), cols, rows, np.random.default_rng(seed))
+    return copy_with_block(X, expression, rows, cols, values)
+
+
+def copy_with_block(X: ExpressionInput, expression: Expression, rows: np.ndarray, cols: np.ndarray,
+                    values: np.ndarray) -> ExpressionInput:
+    """A copy of X, of the same type, with rows × cols set to `values` (what modify() and CGD return)."""
+    import anndata as ad
+    import pandas as pd
+
     matrix = replace_block(expression.matrix, rows, cols, values)
     if isinstance(X, pd.DataFrame):
         return pd.DataFrame(matrix, index=X.index, columns=X.columns)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from vulnbench.errors import ConfigError, DataError
 from vulnbench.sc.expression import Expression, ExpressionInput, as_expression, as_labels, target_mask
-from vulnbench.sc.modifications import replace_block
+from vulnbench.sc.modifications import copy_with_block, replace_block
 from vulnbench.sc.oracle import _wrap_like, as_per_cell, parse_prediction
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,8 @@ def cgd(
     if not legacy and not switched:
         one_row["nbTestedGenes"] = tested
     modified_cols = expression.gene_indices(list(dict.fromkeys(modified))) if modified else np.empty(0, np.intp)
-    X_out = _modified_copy(X, expression, rows, modified_cols, block)  # `block` is the scorer's final state
+    # `block` is the scorer's final state
+    X_out = copy_with_block(X, expression, rows, modified_cols, block[:, modified_cols])
     runtime = time.perf_counter() - started
     log.info("cgd on %r: %d genes modified of %d tested, %s → %s (switched: %s), %d calls, %.2fs", target,
              len(modified), tested, original, chosen, switched, scorer.n_calls, runtime)
@@ -308,16 +309,3 @@ def cgd(
 def _accepted_in_last_pass(summary: list[list[Any]], n_genes: int) -> bool:
     return any(row[2] > 0 for row in summary[-n_genes:])
 
-
-def _modified_copy(X: ExpressionInput, expression: Expression, rows: np.ndarray, cols: np.ndarray,
-                   block: np.ndarray) -> ExpressionInput:
-    import anndata as ad
-
-    matrix = replace_block(expression.matrix, rows, cols, block[:, cols])
-    if isinstance(X, pd.DataFrame):
-        return pd.DataFrame(matrix, index=X.index, columns=X.columns)
-    if isinstance(X, ad.AnnData):
-        out = X.copy()
-        out.X = matrix
-        return out
-    return matrix
