@@ -27,6 +27,17 @@ def _modification_list(modifications: Sequence[Any], method: str, fixed_value: f
             for name, m in parse_modifications(modifications, legacy=legacy)]
 
 
+def _overview_tasks(X: ExpressionInput, clusters: Sequence[str], modifications: Sequence[Any], method: str,
+                    fixed_value: float, fct: Callable[..., object] | None, legacy: bool,
+                    ) -> tuple[Any, GeneStats, list[tuple[str, tuple[str, dict[str, Any]]]]]:
+    """Labels, statistics shared by every attack of the overview, and the cluster × modification tasks."""
+    expression = as_expression(X)
+    labels = as_labels(clusters, expression.n_cells)
+    todo = [(c, m) for c in _clusters_in_order(labels)
+            for m in _modification_list(modifications, method, fixed_value, fct, legacy)]
+    return labels, GeneStats(expression), todo
+
+
 def _clusters_in_order(labels: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(labels))  # R's unique(): order of first appearance
 
@@ -54,12 +65,8 @@ def single_gene_overview(
     Upstream reports the number of flipping *groups* (of up to `max_split_size` genes); the table has both
     `n_groups` and `n_genes`. `attrs["wide"]` is the upstream-shaped cluster × modification table of groups.
     """
-    expression = as_expression(X)
-    labels = as_labels(clusters, expression.n_cells)
-    stats = GeneStats(expression)
+    labels, stats, todo = _overview_tasks(X, clusters, modifications, method, fixed_value, fct, legacy)
     rows = []
-    todo = [(c, m) for c in _clusters_in_order(labels)
-            for m in _modification_list(modifications, method, fixed_value, fct, legacy)]
     for cluster, (name, kwargs) in tqdm(todo, disable=not progress, desc="single-gene overview"):
         result = single_gene(X, labels, cluster, classifier, **kwargs, legacy=legacy, seed=seed, genes=genes,
                              exclude_genes=exclude_genes, first_dichot=first_dichot, max_split_size=max_split_size,
@@ -93,12 +100,8 @@ def max_change_overview(
 
     Real sizes for every modification (upstream reports 1 for one-element modifications: not reproduced).
     """
-    expression = as_expression(X)
-    labels = as_labels(clusters, expression.n_cells)
-    stats = GeneStats(expression)
+    labels, stats, todo = _overview_tasks(X, clusters, modifications, method, fixed_value, fct, legacy)
     rows = []
-    todo = [(c, m) for c in _clusters_in_order(labels)
-            for m in _modification_list(modifications, method, fixed_value, fct, legacy)]
     for cluster, (name, kwargs) in tqdm(todo, disable=not progress, desc="max-change overview"):
         result = max_change(X, labels, cluster, classifier, **kwargs, legacy=legacy, seed=seed, genes=genes,
                             exclude_genes=exclude_genes, max_split_size=max_split_size, stats=stats)
