@@ -86,6 +86,7 @@ def _section(config: Mapping[str, Any], key: str) -> dict[str, Any]:
 def validate_config(config: Mapping[str, Any], schema: str | Path | None = None) -> None:
     """Shape (JSON schema) then names (registries): the first problem as a one-line ConfigError."""
     from vulnbench.data import DATASETS
+    from vulnbench.data.resources import remote_file
     from vulnbench.sc.attacks import ATTACKS
     from vulnbench.sc.classifiers import CLASSIFIERS
 
@@ -101,6 +102,12 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
         check_params(f"classifier {name!r}", params, CLASSIFIERS.get(name), extra=CLASSIFIER_KEYS)
         if not isinstance(params.get("label_map", {}), Mapping):
             raise ConfigError(f"classifier {name!r}: label_map must map predicted labels to dataset labels")
+        if params.get("backend") == "r":  # R or its packages missing: say so now, before any job runs
+            model = CLASSIFIERS.get(name)(**{k: v for k, v in params.items() if k not in CLASSIFIER_KEYS})
+            model._check_backend()
+    for resource, files in (config.get("resources") or {}).items():
+        for file in files or {}:
+            remote_file(config, resource, file)
     for name, entry in _section(config, "attacks").items():
         if name not in ATTACKS:
             raise ConfigError(f"config attacks: {ATTACKS.unknown_message(name)}")

@@ -9,6 +9,7 @@ R's column-major order; results come back as numpy / pandas through `to_python`,
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from functools import cache
 from types import ModuleType
@@ -58,6 +59,8 @@ _HELPERS = {
     "is_dframe": "function(x) methods::is(x, 'DataFrame')",
     "dframe": "function(x) list(rownames = rownames(x), columns = as.list(x))",
     "set_dimnames": "function(x, rows, cols) { dimnames(x) <- list(rows, cols); x }",
+    "source_into": "function(path) { env <- new.env(parent = globalenv()); sys.source(path, envir = env); env }",
+    "get_in": "function(env, name) get(name, envir = env, inherits = FALSE)",
 }
 
 
@@ -92,10 +95,8 @@ def _rinterface() -> ModuleType:
     return ri
 
 
-@cache
 def _helper(name: str) -> Any:
-    ri = _rinterface()
-    return ri.evalr(_HELPERS[name])
+    return evaluate(_HELPERS[name])
 
 
 def missing_r_packages(*names: str) -> list[str]:
@@ -244,6 +245,12 @@ def _sparse_to_r(matrix: Any, genes: Sequence[str], cells: Sequence[str]) -> Any
 
 
 # -- calls ----------------------------------------------------------------------------------------------
+@cache
+def evaluate(code: str) -> Any:
+    """An R object (typically a function) from R code of vulnbench's own, evaluated once."""
+    return _rinterface().evalr(code)
+
+
 def r_function(function_name: str) -> Any:
     """An R function by name; "pkg::name" looks inside a package namespace."""
     ri = _rinterface()
@@ -262,18 +269,60 @@ def call_r(function_name: str, *args: Any, _raw: bool = False, _seed: int | None
     Keyword names are passed verbatim, so R's dotted names go as `**{"de.method": "classic"}`. `_seed` calls
     `set.seed` first; `_raw=True` returns the rpy2 object unconverted (for chaining R calls).
     """
+    function = r_function(function_name)
+    set_seed(_seed)
+    return call_function(function, *args, _raw=_raw, _label=function_name, **kwargs)
+
+
+def source_file(path: str, function_name: str) -> Any:
+    """`function_name` from an R file sourced into a private environment (e.g. scType's `sctype_score_.R`).
+
+    Sourced once per file version (path, size, mtime): repeated scoring calls do not re-parse the file.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"R file {path} cannot be read: {exc.strerror}") from None
+    return _sourced(str(path), function_name, stat.st_size, stat.st_mtime_ns)
+
+
+@cache
+def _sourced(path: str, function_name: str, _size: int, _mtime: int) -> Any:
     ri = _rinterface()
     from rpy2.rinterface_lib.embedded import RRuntimeError
 
-    function = r_function(function_name)
+    try:
+        env = _helper("source_into")(ri.StrSexpVector([str(path)]))
+        function = _helper("get_in")(env, ri.StrSexpVector([function_name]))
+    except RRuntimeError as exc:
+        raise ConfigError(f"cannot take {function_name} from R file {path}: {' '.join(str(exc).split())}") from None
+    if not isinstance(function, ri.SexpClosure):
+        raise ConfigError(f"{function_name} in R file {path} is not a function")
+    return function
+
+
+def call_function(function: Any, *args: Any, _raw: bool = False, _label: str = "", **kwargs: Any) -> Any:
+    """Call an R function object (from `source_file` or `r_function`) with Python arguments, as `call_r`."""
+    ri = _rinterface()
+    from rpy2.rinterface_lib.embedded import RRuntimeError
+
     r_args = tuple([(None, to_r(a)) for a in args] + [(k, to_r(v)) for k, v in kwargs.items()])
-    set_seed(_seed)
     try:
         result = function.rcall(r_args, ri.globalenv)
     except RRuntimeError as exc:
-        message = " ".join(str(exc).split())
-        raise DataError(f"R call {function_name} failed: {message}") from None
+        raise DataError(f"R call {_label or 'to an R function'} failed: {' '.join(str(exc).split())}") from None
     return result if _raw else to_python(result)
+
+
+def serialize(obj: Any) -> bytes:
+    """An R object as bytes (R's `serialize`), so that a Python model can keep (and pickle) a trained R model."""
+    return bytes(call_r("serialize", obj, None, _raw=True))
+
+
+def unserialize(data: bytes) -> Any:
+    """The R object back from `serialize`."""
+    ri = _rinterface()
+    return call_r("unserialize", ri.ByteSexpVector(data), _raw=True)
 
 
 # -- R -> Python ----------------------------------------------------------------------------------------

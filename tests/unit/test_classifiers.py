@@ -119,3 +119,39 @@ def test_unknown_classifier_and_parameter_are_named() -> None:
 
 def test_plurality_breaks_ties_alphabetically() -> None:
     assert plurality(["NK", "B", "NK", "B", "T"]) == ("B", 0.4)
+
+
+# -- the `backend` option --------------------------------------------------------------------------------
+R_BACKED = {name: classifiers.CLASSIFIERS.get(name) for name in classifiers.names()
+            if "backend" in signature_defaults(classifiers.CLASSIFIERS.get(name))}
+
+
+def test_the_four_r_backed_classifiers_take_a_backend_option() -> None:
+    assert set(R_BACKED) == {"sctype", "chetah", "scannotatr", "singler"}
+    for cls in R_BACKED.values():
+        assert signature_defaults(cls)["backend"] == "native"
+
+
+@pytest.mark.parametrize("name", sorted(R_BACKED))
+def test_unknown_backend_is_named(name, synthetic_small) -> None:
+    adata, _ = synthetic_small
+    with pytest.raises(ConfigError, match=rf"{name}: unknown backend 'python' \(choose from native, r\)"):
+        classifiers.get(name, backend="python").fit(adata, adata.obs["label"].astype(str))
+
+
+@pytest.mark.parametrize("name", ["chetah", "scannotatr"])
+def test_r_backend_without_the_bioconductor_package_says_how_to_install_it(name, synthetic_small) -> None:
+    from vulnbench import rbridge
+
+    ok, reason = rbridge.r_available()
+    if not ok:
+        pytest.skip(f"R is not usable here: {reason}")
+    package = R_BACKED[name].r_packages[0]
+    if not rbridge.missing_r_packages(package):
+        pytest.skip(f"R package {package} is installed here: the R backend runs instead of stopping")
+    adata, _ = synthetic_small
+    with pytest.raises(ConfigError) as info:
+        classifiers.get(name, backend="r").fit(adata, adata.obs["label"].astype(str))
+    message = str(info.value)
+    assert f"R package(s) {package} not installed" in message
+    assert f'BiocManager::install(c("{package}"))' in message and "\n" not in message

@@ -6,6 +6,7 @@ import importlib.util
 import logging
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -290,7 +291,8 @@ def test_fit_checks_and_persistence(planted, tmp_path) -> None:
         ScType().fit(X, ["a", "b", "c"])
     model = ScType().fit(X, truth)
     assert model.get_params() == {"markers": "pbmc", "tissue": "Immune system", "scaled": False,
-                                  "assignment": "cell", "gene_names_to_uppercase": True}
+                                  "assignment": "cell", "gene_names_to_uppercase": True, "backend": "native",
+                                  "r_source": None}
     model.save(tmp_path / "sctype.pkl")
     loaded = PerCellClassifier.load(tmp_path / "sctype.pkl")
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
@@ -305,3 +307,63 @@ def test_types_without_markers_are_never_predicted() -> None:
     assert set(model.predict(frame)) == {"A"}
     single = ScType(markers=sets, scaled=False).fit(frame)
     assert list(single.predict(frame.iloc[:1])) == [UNKNOWN]  # one cell: sd undefined, no type can be scored
+
+
+CLEANROOM_R = Path(__file__).resolve().parents[1] / "resources" / "sctype_score_cleanroom.R"
+
+
+def _require_r() -> None:
+    from vulnbench import rbridge
+
+    ok, reason = rbridge.r_available()
+    if not ok:
+        pytest.skip(f"R is not usable here: {reason}")
+    if rbridge.missing_r_packages("scales"):
+        pytest.skip("R package scales is not installed (apt-get install r-cran-scales)")
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_r_backend_scores_through_sctype_score(planted, scaled: bool) -> None:
+    """backend="r" hands the marker genes and sets to an R `sctype_score` and reads es.max back: here a clean-room
+    R implementation stands in for scType's GPL-3 file, so this checks the bridge (names, order, dropped rows)."""
+    _require_r()
+    X, truth = planted
+    X = X.iloc[:200]
+    native = ScType(scaled=scaled).fit(X)
+    r_model = ScType(scaled=scaled, backend="r", r_source=str(CLEANROOM_R)).fit(X)
+    np.testing.assert_allclose(r_model.predict_proba(X), native.predict_proba(X), rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(r_model.predict(X), native.predict(X))
+    block = r_model.align(X.iloc[:20]) if scaled else r_model.align(X)
+    cols = r_model.plan_.columns
+    perturbations = [(np.array([cols[0]]), np.array([4.0])), (np.array([cols[2], cols[5]]), np.array([-1.0, 3.0]))]
+    np.testing.assert_allclose(r_model.predict_proba_perturbed(block, perturbations),
+                               native.predict_proba_perturbed(block, perturbations), rtol=0, atol=1e-10)
+    cluster = truth[0]
+    assert r_model(X, truth[:200], cluster) == native(X, truth[:200], cluster)
+
+
+def test_r_backend_types_without_markers_score_minus_inf() -> None:
+    _require_r()
+    sets = MarkerSets(("A", "B", "C"), (("X1", "X2"), ("ABSENT",), ("X2", "Y1")), ((), (), ("X1",)))
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(12, 4)), columns=["X1", "X2", "Y1", "Z"])
+    r_model = ScType(markers=sets, scaled=True, backend="r", r_source=str(CLEANROOM_R)).fit(frame)
+    scores = r_model.predict_proba(frame)
+    assert np.isneginf(scores[:, 1]).all() and np.isfinite(scores[:, [0, 2]]).all()
+    np.testing.assert_allclose(scores, ScType(markers=sets, scaled=True).fit(frame).predict_proba(frame), atol=1e-12)
+
+
+def test_r_backend_errors_name_the_missing_piece(planted, tmp_path) -> None:
+    X, _ = planted
+    with pytest.raises(ConfigError, match="unknown backend 'python'"):
+        ScType(backend="python").fit(X)
+    _require_r()
+    with pytest.raises(ConfigError, match=r"sctype_score_\.R: set r_source.*absent\.R"):
+        ScType(backend="r", r_source=str(tmp_path / "absent.R")).fit(X)
+    broken = tmp_path / "broken.R"
+    broken.write_text("sctype_score <- function(\n")
+    with pytest.raises(ConfigError, match=r"broken\.R"):
+        ScType(backend="r", r_source=str(broken)).fit(X)
+    other = tmp_path / "other.R"
+    other.write_text("score <- function(x) x\n")
+    with pytest.raises(ConfigError, match="sctype_score"):
+        ScType(backend="r", r_source=str(other)).fit(X)

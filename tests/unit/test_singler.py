@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 from vulnbench import rbridge
 from vulnbench.data.datasets import synthetic_counts
-from vulnbench.errors import ConfigError
+from vulnbench.errors import ConfigError, DataError
 from vulnbench.sc.attacks import single_gene
 from vulnbench.sc.classifiers._singler import (
     SingleR,
@@ -267,3 +267,18 @@ def test_fast_perturbed_path_equals_scoring_modified_copies(hard) -> None:
         modified[:, cols] = values
         np.testing.assert_array_equal(row_labels, model._predict_labels(modified))
         np.testing.assert_allclose(row_scores, model._predict_proba(modified), atol=1e-12)
+
+
+def test_r_objects_survive_serialisation_and_sourced_functions_are_called(r_singler, tmp_path) -> None:
+    model = rbridge.call_r("stats::lm", rbridge.evaluate("y ~ x"),
+                           data=pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [3.0, 5.0, 7.0, 9.0]}), _raw=True)
+    data = rbridge.serialize(model)
+    assert isinstance(data, bytes) and len(data) > 100
+    coefficients = rbridge.call_r("stats::coef", rbridge.unserialize(data))
+    np.testing.assert_allclose(coefficients.to_numpy(), [1.0, 2.0])
+    source = tmp_path / "f.R"
+    source.write_text("twice <- function(x, by = 2) x * by\n")
+    twice = rbridge.source_file(str(source), "twice")
+    np.testing.assert_array_equal(rbridge.call_function(twice, np.array([1.5, 2.0]), by=3), [4.5, 6.0])
+    with pytest.raises(DataError, match="R call twice failed"):
+        rbridge.call_function(twice, "a", _label="twice")

@@ -97,3 +97,98 @@ def test_offline_download_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.returncode != 0
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("vulnbench error")]
     assert errors and "offline or host unreachable" in errors[0]
+
+
+# -- reference files (resources/<name>/<file>): scType's database workbook and R scoring file --------------------
+CLEANROOM_R = Path(__file__).resolve().parents[1] / "resources" / "sctype_score_cleanroom.R"
+SYNTHETIC = {"n_cells": 240, "n_genes": 300, "n_types": 3, "n_markers": 10, "seed": 0}
+
+
+def sctype_workbook(path: Path) -> None:
+    """A workbook in ScTypeDB's layout whose 'Immune system' rows mark the synthetic dataset's planted types."""
+    import pandas as pd
+
+    from vulnbench.data.datasets import synthetic_counts
+
+    _, _, markers = synthetic_counts(**SYNTHETIC, fold_change=8.0, dispersion=0.2, mean_count=0.3)
+    rows = [{"tissueType": "Immune system", "cellName": t, "geneSymbolmore1": ",".join(f"gene{c}" for c in cols[:6]),
+             "geneSymbolmore2": "", "shortName": t} for t, cols in markers.items()]
+    rows.append({"tissueType": "Liver", "cellName": "Hepatocytes", "geneSymbolmore1": "ALB,APOA1",
+                 "geneSymbolmore2": "", "shortName": "Hep"})
+    pd.DataFrame(rows).to_excel(path, index=False)
+
+
+def sctype_config(workdir: Path, url: str, checksums: dict[str, str]) -> Path:
+    files = {"ScTypeDB_full.xlsx": "ScTypeDB_full.xlsx", "sctype_score_.R": "sctype_score_.R"}
+    config = {
+        "seed": 0,
+        "datasets": {"synthetic": {**SYNTHETIC, "test_size": 0.5}},
+        "classifiers": {"sctype": {"markers": "resources/sctype/ScTypeDB_full.xlsx", "backend": "r",
+                                   "r_source": "resources/sctype/sctype_score_.R"}},
+        "resources": {"sctype": {name: {"url": f"{url}/{served}", "checksum": checksums[name], "retries": 1}
+                                 for name, served in files.items()}},
+        "attacks": {"single_gene": {"grid": {"method": ["perc99"]}, "params": {"first_dichot": 20}}},
+    }
+    path = workdir / "sctype.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def served_sctype(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, dict[str, str]]]:
+    from vulnbench import rbridge
+
+    ok, reason = rbridge.r_available()
+    if not ok or rbridge.missing_r_packages("scales"):
+        pytest.skip(f"scType's R backend needs R with the scales package: {reason or 'scales missing'}")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    root = tmp_path / "served"
+    root.mkdir()
+    sctype_workbook(root / "ScTypeDB_full.xlsx")
+    (root / "sctype_score_.R").write_bytes(CLEANROOM_R.read_bytes())
+    checksums = {p.name: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in root.iterdir()}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", checksums
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_sctype_database_and_r_file_are_downloaded_then_scored_through_r(served_sctype, tmp_path: Path) -> None:
+    """The download rule fetches the workbook and the R file, training reads the workbook (one tissue), the R
+    backend sources the R file, and an attack runs on the resulting model."""
+    import pickle
+
+    url, checksums = served_sctype
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = sctype_config(workdir, url, checksums)
+    result = snakemake(workdir, "results/tables/single_gene.tsv", "--cores", "2", "--configfile", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("ScTypeDB_full.xlsx", "sctype_score_.R"):
+        assert "sha256:" + hashlib.sha256((workdir / "resources" / "sctype" / name).read_bytes()).hexdigest() == (
+            checksums[name])
+    with open(workdir / "results" / "models" / "synthetic" / "sctype" / "model.pkl", "rb") as fh:
+        model = pickle.load(fh)
+    assert model.backend == "r" and list(model.classes_) == ["type0", "type1", "type2"]  # Liver rows left out
+    metrics = yaml.safe_load((workdir / "results" / "models" / "synthetic" / "sctype" / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.8
+    table = (workdir / "results" / "tables" / "single_gene.tsv").read_text().splitlines()
+    assert len(table) == 4 and all("sctype" in line for line in table[1:])
+
+
+def test_a_bad_resource_checksum_fails_before_training(served_sctype, tmp_path: Path) -> None:
+    url, checksums = served_sctype
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = sctype_config(workdir, url, {**checksums, "ScTypeDB_full.xlsx": "sha256:" + "1" * 64})
+    result = snakemake(workdir, "results/tables/single_gene.tsv", "--cores", "1", "--configfile", str(config))
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("vulnbench error")]
+    assert errors and "checksum mismatch" in errors[0] and "ScTypeDB_full.xlsx" in errors[0]
+    assert not (workdir / "resources" / "sctype" / "ScTypeDB_full.xlsx").exists()
+    assert not (workdir / "results" / "models").exists()

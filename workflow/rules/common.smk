@@ -11,6 +11,7 @@ from vulnbench.matrix import (
     validate_config,
 )
 from vulnbench.data import DATASETS
+from vulnbench.data.resources import RESOURCES, remote_file, resource_paths
 from vulnbench.sc.attacks import ATTACKS
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -70,6 +71,14 @@ def split_params(wildcards):
 
 def classifier_params(wildcards):
     return classifier_settings(config, wildcards.classifier)
+
+
+def classifier_resources(wildcards):
+    return resource_paths(classifier_settings(config, wildcards.classifier))
+
+
+def resource_params(wildcards):
+    return remote_file(config, wildcards.resource, wildcards.file)
 
 
 def job_row(wildcards):

@@ -4,6 +4,8 @@
 rule download_dataset:
     output:
         "resources/{dataset}/{archive}",
+    wildcard_constraints:
+        dataset="|".join(DATASETS.names()),
     log:
         "logs/download/{dataset}/{archive}.log",
     localrule: True
@@ -30,3 +32,19 @@ rule prepare_dataset:
         code_version=CODE_VERSION,
     script:
         "../scripts/prepare.py"
+
+
+rule download_resource:
+    output:
+        "resources/{resource}/{file}",
+    wildcard_constraints:
+        resource="|".join(RESOURCES),
+    log:
+        "logs/download/{resource}/{file}.log",
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    params:
+        remote=resource_params,
+    script:
+        "../scripts/download_resource.py"

@@ -4,6 +4,7 @@
 rule train_classifier:
     input:
         data="results/data/{dataset}/prepared.h5ad",
+        resources=classifier_resources,
     output:
         model="results/models/{dataset}/{classifier}/model.pkl",
         metrics="results/models/{dataset}/{classifier}/metrics.json",

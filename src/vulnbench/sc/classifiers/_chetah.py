@@ -22,6 +22,11 @@ Scores: CHETAH has no per-type probability. `predict_proba` normalises a per-typ
 ≥ 0 exactly for the label CHETAH gives, so its argmax is CHETAH's label whenever the cell is assigned to a leaf.
 `thresh` is only used at prediction time (changing it after `fit` is CHETAH's `Classify`; see also `rethreshold`).
 
+`backend="r"` runs the Bioconductor package (`CHETAH::CHETAHclassifier` with the training cells as `ref_cells`) through
+`vulnbench.rbridge`; labels are R's, and the per-node tables R stores feed the same score and detail code. The native
+tree is still fitted, and R's node tables are matched to it by leaf names (a mismatch is an error, not a silent
+remapping).
+
 Only fc + Spearman + average linkage with fixed gene numbers is checked against upstream; pearson / cosine, the other
 linkages, `only_pos` and `fix_ngenes=False` follow the spec's description but are unverified. `max_cells_per_type` is a
 vulnbench option (the spec's advice to subsample large reference types), not upstream's `subsample`.
@@ -40,6 +45,7 @@ from scipy.spatial.distance import squareform
 from scipy.stats import rankdata
 
 from vulnbench.errors import ConfigError, DataError
+from vulnbench.sc.classifiers._rbackend import RBackendMixin
 from vulnbench.sc.classifiers.base import PerCellClassifier
 from vulnbench.sc.expression import ExpressionInput, as_expression
 
@@ -49,6 +55,17 @@ COR_METHODS = ("spearman", "pearson", "cosine")
 UNASSIGNED = "Unassigned"
 #: path-score margin of branch 2 when its best PS ties branch 1's (CHETAH's first maximum is in branch 1)
 TIE_MARGIN = 1e-9
+
+#: R side of the `r` backend: classify, then return labels and the per-node tables of int_colData(x)$CHETAH
+_R_CHETAH = """function(input, ref, thresh, n_genes, cor_method, clust_method, fix_ngenes, only_pos, fc_thresh) {
+  out <- CHETAH::CHETAHclassifier(input = input, ref_cells = ref, ref_ct = "celltypes", thresh = thresh,
+    n_genes = n_genes, cor_method = cor_method, clust_method = clust_method, fix_ngenes = fix_ngenes,
+    only_pos = only_pos, fc_thresh = fc_thresh)
+  ch <- SingleCellExperiment::int_colData(out)$CHETAH
+  tables <- function(d) lapply(as.list(d), function(x) as.matrix(as.data.frame(x, optional = TRUE)))
+  list(labels = as.character(out$celltype_CHETAH), prof = tables(ch$prof_scores), conf = tables(ch$conf_scores),
+       cor = tables(ch$correlations))
+}"""
 
 #: one node's (correlations, profile scores, confidence scores), each cells × node leaves
 Scores = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -67,18 +84,19 @@ class _Node:
     cor_ob: list[np.ndarray]  # per leaf: sorted correlations of the other branch's reference cells
 
 
-class Chetah(PerCellClassifier):
+class Chetah(RBackendMixin, PerCellClassifier):
     """CHETAH with a fixed reference (the training cells); per-cell labels may be "Unassigned" or "Node{k}"."""
 
     name = "chetah"
     capabilities = PerCellClassifier.capabilities | {"hierarchical", "unassigned"}
     cell_independent = True  # each cell is correlated with fixed reference profiles on fixed genes
     extra_labels = ("Unassigned", "Node*")
+    r_packages = ("CHETAH", "SingleCellExperiment")
 
     def __init__(self, thresh: float = 0.1, n_genes: int = 200, cor_method: str = "spearman",
                  clust_method: str = "average", gs_method: str = "fc", fix_ngenes: bool = True,
                  only_pos: bool = False, fc_thresh: float = 1.5, max_cells_per_type: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, backend: str = "native") -> None:
         self.thresh = thresh
         self.n_genes = n_genes
         self.cor_method = cor_method
@@ -89,6 +107,7 @@ class Chetah(PerCellClassifier):
         self.fc_thresh = fc_thresh
         self.max_cells_per_type = max_cells_per_type
         self.seed = seed
+        self.backend = backend
 
     # -- fitting ------------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -109,6 +128,7 @@ class Chetah(PerCellClassifier):
 
     def _fit(self, matrix: np.ndarray, y: np.ndarray) -> None:
         self._check_params()
+        self._check_backend()
         bad = [t for t in pd.unique(y) if "Node" in t or UNASSIGNED in t or t.strip() == ""]
         if bad:
             raise DataError(f"chetah: cell type names must not be blank or contain 'Node'/'Unassigned': {bad[:3]}")
@@ -123,6 +143,9 @@ class Chetah(PerCellClassifier):
         self.type_distance_ = 1.0 - np.abs(_pearson_rows(ranked, ranked))
         self.nodes_: list[_Node] = []
         self._split(np.arange(len(self.types_)), ref, codes)
+        if self.backend == "r":  # R rebuilds everything from the reference at every call
+            self.reference_ = np.asarray(ref, dtype=np.float32)
+            self.reference_labels_ = self.types_[codes]
         # positions of each leaf type in `classes_` (the base class's sorted order)
         self.class_of_type_ = pd.Index(self.classes_).get_indexer(self.types_)
 
@@ -181,7 +204,37 @@ class Chetah(PerCellClassifier):
     # -- scoring ------------------------------------------------------------------------------------
     def _node_scores(self, matrix: np.ndarray) -> list[Scores]:
         """Per node: (correlations, profile scores, confidence scores) of every cell, each cells × node leaves."""
+        if getattr(self, "backend", "native") == "r":
+            return self._run_r(matrix)[1]
         return [self._score_node_cells(matrix, node) for node in self.nodes_]
+
+    def _run_r(self, matrix: np.ndarray) -> tuple[np.ndarray, list[Scores]]:
+        """One `CHETAHclassifier` call: R's labels and its per-node tables in the native node / leaf order."""
+        from vulnbench import rbridge
+
+        self._check_backend()
+        genes = [str(g) for g in self.genes_]
+        test = rbridge.to_sce(np.asarray(matrix, dtype=np.float64), genes,
+                              [f"cell{i}" for i in range(matrix.shape[0])], assay="counts")
+        ref = rbridge.to_sce(self.reference_, genes, [f"ref{i}" for i in range(len(self.reference_))],
+                             assay="counts", coldata=pd.DataFrame({"celltypes": self.reference_labels_}))
+        result = rbridge.call_function(
+            rbridge.evaluate(_R_CHETAH), test, ref, float(self.thresh), int(self.n_genes), self.cor_method,
+            self.clust_method, bool(self.fix_ngenes), bool(self.only_pos), float(self.fc_thresh),
+            _label="CHETAH::CHETAHclassifier")
+        tables = []
+        for node in self.nodes_:
+            key = f"Node{node.index}"
+            leaves = list(self.types_[node.leaves])
+            triple = []
+            for part in ("cor", "prof", "conf"):
+                frame = result[part].get(key) if isinstance(result[part], dict) else None
+                if not isinstance(frame, pd.DataFrame) or set(frame.columns) != set(leaves):
+                    raise DataError(f"chetah: R's CHETAH tree differs from the native one at {key} "
+                                    f"(expected leaves {leaves})")
+                triple.append(frame[leaves].to_numpy(dtype=np.float64))
+            tables.append((triple[0], triple[1], triple[2]))
+        return np.asarray(result["labels"], dtype=object).astype(str), tables
 
     def _score_node_cells(self, matrix: np.ndarray, node: _Node) -> Scores:
         x = np.asarray(matrix)  # gathered per gene set, then ranked / converted to float64 by _prepare
@@ -255,6 +308,8 @@ class Chetah(PerCellClassifier):
 
     def _predict_labels(self, matrix: np.ndarray) -> np.ndarray:
         """Each node scores only the cells that reach it (the root scores all)."""
+        if getattr(self, "backend", "native") == "r":
+            return self._run_r(matrix)[0]
         x = np.asarray(matrix)
 
         def scores_of(node: _Node, rows: np.ndarray) -> Scores:

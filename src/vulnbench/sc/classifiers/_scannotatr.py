@@ -6,6 +6,11 @@ majority class down-sampled (caret `sampling = "down"`), a linear C-SVM (C = 1) 
 (kernlab `scaled = TRUE`) and Platt-scaled probabilities fitted on decision values of an internal 3-fold CV
 (kernlab `prob.model = TRUE`). At prediction every marker gene is z-scored over *all query cells*, so a cell's
 probabilities depend on the other cells: `cell_independent = False`, and the cluster call needs the whole data.
+
+`backend="r"` keeps the marker selection and trains the models with the Bioconductor package itself
+(`scAnnotatR::train_classifier` per type, parents first, on a SingleCellExperiment with a `logcounts` assay, R seeded),
+then scores with `scAnnotatR::classify_cells(classifiers = <the models>)` on the marker genes (the only rows it reads).
+The trained R models are kept as R-serialised bytes, so the Python model still pickles.
 """
 
 from __future__ import annotations
@@ -23,11 +28,24 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
 
 from vulnbench.errors import ConfigError, DataError
+from vulnbench.sc.classifiers._rbackend import RBackendMixin
 from vulnbench.sc.classifiers.base import PerCellClassifier, Perturbation, plurality
 from vulnbench.sc.expression import Expression, ExpressionInput, as_expression, as_labels
 
 log = logging.getLogger(__name__)
 
+#: R side of the `r` backend (spec §8: SCE input, logcounts assay, models passed as `classifiers = list(...)`)
+_R_TRAIN = """function(sce, cell_type, markers, tag, parent_cell, parent_classifier, zscore) {
+  if (is.null(parent_cell)) parent_cell <- NA_character_
+  scAnnotatR::train_classifier(train_obj = sce, assay = "logcounts", cell_type = cell_type, marker_genes = markers,
+    tag_slot = tag, parent_cell = parent_cell, parent_classifier = parent_classifier, zscore = zscore)
+}"""
+_R_CLASSIFY = """function(sce, models) {
+  out <- scAnnotatR::classify_cells(classify_obj = sce, assay = "logcounts", classifiers = models,
+    path_to_models = tempdir())
+  cd <- SummarizedExperiment::colData(out)
+  as.data.frame(cd[, grepl("_p$", colnames(cd)), drop = FALSE], optional = TRUE)
+}"""
 #: label of a cell no model accepts (scAnnotatR's `predicted_cell_type` / `most_probable_cell_type`)
 UNKNOWN = "unknown"
 #: Seurat `ScaleData(scale.max = 10)`: the paper chose markers on these values
@@ -38,7 +56,7 @@ CHUNK_ELEMENTS = 1 << 23
 EXACT_BELOW = 50
 
 
-class ScAnnotatR(PerCellClassifier):
+class ScAnnotatR(RBackendMixin, PerCellClassifier):
     """One binary model per type; a cell gets the most probable accepted type, or "unknown".
 
     `hierarchy` maps a child type to its parent type (scAnnotatR's parent/child models): the parent model is
@@ -52,10 +70,12 @@ class ScAnnotatR(PerCellClassifier):
     #: "multilabel": one independent binary model per type, so a row of probabilities need not sum to 1
     capabilities = (PerCellClassifier.capabilities - {"cell_independent"}) | {"unassigned", "multilabel"}
     cell_independent = False  # query-wide z-scoring of the marker genes
+    r_packages = ("scAnnotatR", "SingleCellExperiment")
 
     def __init__(self, n_markers: int = 20, min_mean_diff: float = 0.5, scale_markers: bool = True,
                  threshold: float = 0.5, downsample: bool = True, zscore: bool = True, C: float = 1.0,
-                 calibration_folds: int = 3, hierarchy: Mapping[str, str] | None = None, seed: int = 0) -> None:
+                 calibration_folds: int = 3, hierarchy: Mapping[str, str] | None = None, seed: int = 0,
+                 backend: str = "native") -> None:
         self.n_markers = n_markers
         self.min_mean_diff = min_mean_diff
         self.scale_markers = scale_markers
@@ -66,6 +86,7 @@ class ScAnnotatR(PerCellClassifier):
         self.calibration_folds = calibration_folds
         self.hierarchy = hierarchy
         self.seed = seed
+        self.backend = backend
 
     # -- fitting ------------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -85,6 +106,7 @@ class ScAnnotatR(PerCellClassifier):
     def _vocabulary(self, y: np.ndarray) -> np.ndarray:
         """The labels plus the hierarchy's internal nodes (parents that are no label), alphabetical."""
         self._check_params()
+        self._check_backend()
         parents = _check_hierarchy(self.hierarchy or {}, set(np.unique(y)))
         return np.array(sorted(set(np.unique(y)) | set(parents) | set(parents.values())))
 
@@ -103,6 +125,9 @@ class ScAnnotatR(PerCellClassifier):
         self.marker_genes_ = pd.Index(self.genes_[union])
         self.model_cols_ = [np.searchsorted(union, chosen[t]) for t in self.classes_]
 
+        if self.backend == "r":
+            self._fit_r(matrix, y, subtree)
+            return
         n_types = len(self.classes_)
         self.coef_ = np.zeros((len(union), n_types))
         self.intercept_ = np.zeros(n_types)
@@ -134,6 +159,44 @@ class ScAnnotatR(PerCellClassifier):
         log.info("scannotatr: %d models on %d marker genes (%s)", n_types, len(union),
                  ", ".join(f"{t}: {len(m)}" for t, m in self.markers_.items()))
 
+    def _fit_r(self, matrix: np.ndarray, y: np.ndarray, subtree: Mapping[str, list[str]]) -> None:
+        """`scAnnotatR::train_classifier` per type (parents first, each given its parent model), R seeded."""
+        import rpy2.rinterface as ri
+
+        from vulnbench import rbridge
+
+        tags = {f"tag{k}": np.where(np.isin(y, subtree[self.classes_[k]]), self.classes_[k], "other")
+                for k in self.order_}
+        sce = rbridge.to_sce(matrix[:, self.marker_cols_], [str(g) for g in self.marker_genes_],
+                             [f"cell{i}" for i in range(len(y))], assay="logcounts", coldata=pd.DataFrame(tags))
+        train = rbridge.evaluate(_R_TRAIN)
+        models: dict[int, object] = {}
+        rbridge.set_seed(self.seed)
+        for k in self.order_:
+            parent = self.parent_index_[k]
+            models[k] = rbridge.call_function(
+                train, sce, str(self.classes_[k]), list(self.markers_[str(self.classes_[k])]), f"tag{k}",
+                str(self.classes_[parent]) if parent >= 0 else None, models[parent] if parent >= 0 else None,
+                bool(self.zscore), _raw=True, _label="scAnnotatR::train_classifier")
+        listed = ri.ListSexpVector([models[k] for k in self.order_])
+        self.r_models_ = rbridge.serialize(listed)
+
+    def _evaluate_r(self, markers: np.ndarray) -> np.ndarray:
+        """`classify_cells` on the marker genes of these cells: P(yes) per model (NaN where not evaluated)."""
+        from vulnbench import rbridge
+
+        sce = rbridge.to_sce(np.asarray(markers, dtype=np.float64), [str(g) for g in self.marker_genes_],
+                             [f"cell{i}" for i in range(len(markers))], assay="logcounts")
+        result = rbridge.call_function(rbridge.evaluate(_R_CLASSIFY), sce, rbridge.unserialize(self.r_models_),
+                                       _label="scAnnotatR::classify_cells")
+        frame = result if isinstance(result, pd.DataFrame) else pd.DataFrame(result)
+        proba = np.full((len(markers), len(self.classes_)), np.nan)
+        for k, label in enumerate(self.classes_):
+            column = f"{str(label).replace(' ', '_')}_p"
+            if column in frame.columns:
+                proba[:, k] = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+        return proba
+
     def _binary_proba(self, matrix: np.ndarray, k: int) -> np.ndarray:
         """P(yes) of one fitted model on the training cells (z-scored over all of them), for its children."""
         cols = self.model_cols_[k]
@@ -148,6 +211,8 @@ class ScAnnotatR(PerCellClassifier):
         The markers are z-scored over these cells (the whole query); a child model's probability is NaN
         where its parent did not accept the cell (scAnnotatR leaves those cells unevaluated).
         """
+        if getattr(self, "backend", "native") == "r":
+            return self._evaluate_r(markers)
         x = np.asarray(markers, dtype=np.float64)
         if self.zscore:
             x = zscore_columns(x)

@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from vulnbench.errors import ConfigError, DataError
+from vulnbench.sc.classifiers._rbackend import RBackendMixin
 from vulnbench.sc.classifiers.base import PerCellClassifier, Perturbation
 from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: the project's own PBMC marker table, looked up under resources/ of the repository (or of the working directory)
 BUILTIN_TABLES = {"pbmc": "sctype_pbmc_markers.tsv"}
+#: scType's scoring file, as the scType repository names it
+SCTYPE_R_FILE = "sctype_score_.R"
 #: label of a cluster whose best summed score is below n_cells / 4 (and of cells no type can score)
 UNKNOWN = "Unknown"
 ASSIGNMENTS = ("cell", "cluster")
@@ -282,6 +285,28 @@ def sctype_cluster_labels(scores: pd.DataFrame, clusters: Sequence[Any]) -> pd.S
     return pd.Series({c: _cluster_label(values[labels == c], classes) for c in order}, name="sctype", dtype=object)
 
 
+def _r_gene_lists(names: Sequence[str], genes: Sequence[Sequence[str]]) -> Any:
+    """A named R list of character vectors (empty ones stay `character(0)`, as scType's own gene sets)."""
+    import rpy2.rinterface as ri
+
+    listed = ri.ListSexpVector([ri.StrSexpVector(list(g)) for g in genes])
+    listed.do_slot_assign("names", ri.StrSexpVector([str(n) for n in names]))
+    return listed
+
+
+def _sctype_r_file(r_source: str | Path | None) -> Path:
+    """The local copy of scType's sctype_score_.R (GPL-3: never shipped with vulnbench)."""
+    candidates = ([Path(r_source)] if r_source is not None
+                  else [Path.cwd() / "resources" / "sctype" / SCTYPE_R_FILE,
+                        Path(__file__).resolve().parents[4] / "resources" / "sctype" / SCTYPE_R_FILE])
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(f"sctype backend 'r' needs scType's {SCTYPE_R_FILE}: set r_source to a local copy, or fetch it "
+                      f"with `snakemake resources/sctype/{SCTYPE_R_FILE}` (needs internet; looked for "
+                      f"{', '.join(map(str, candidates))})")
+
+
 def _builtin_table(name: str) -> Path:
     file = BUILTIN_TABLES[name]
     candidates = [Path(__file__).resolve().parents[4] / "resources" / file, Path.cwd() / "resources" / file]
@@ -307,26 +332,34 @@ def load_markers(markers: str | Path | MarkerSets, tissue: str = "Immune system"
     return MarkerSets.from_table(path)
 
 
-class ScType(PerCellClassifier):
+class ScType(RBackendMixin, PerCellClassifier):
     """scType marker scoring as a per-cell classifier; `classes_` are the marker types in table order.
 
     `predict_proba` gives the raw scores (not probabilities; types upstream would drop from `es.max` — no present
     positive marker, or a zero-variance one with `scaled=False` — score −inf so no argmax picks them). Per-cell
     labels are the argmax ("Unknown" when no type can be scored); `assignment="cluster"` makes `__call__` use the
     README's cluster-sum rule instead of the plurality of per-cell labels.
+
+    `backend="r"` scores with scType's own `sctype_score` (sourced from `r_source`, a local copy of scType's
+    `sctype_score_.R`, or from `resources/sctype/sctype_score_.R` where the `download_resource` rule puts it) on the
+    same marker sets; everything around the scores (labels, cluster rule, batching of perturbed copies) is shared.
     """
 
     name = "sctype"
     extra_labels = ("Unknown",)
     capabilities = (PerCellClassifier.capabilities - {"cell_independent"}) | {"marker_based", "training_free"}
+    r_packages = ("scales",)  # the only package sctype_score calls
 
     def __init__(self, markers: str | Path | MarkerSets = "pbmc", tissue: str = "Immune system", scaled: bool = False,
-                 assignment: str = "cell", gene_names_to_uppercase: bool = True) -> None:
+                 assignment: str = "cell", gene_names_to_uppercase: bool = True, backend: str = "native",
+                 r_source: str | Path | None = None) -> None:
         self.markers = markers
         self.tissue = tissue
         self.scaled = scaled
         self.assignment = assignment
         self.gene_names_to_uppercase = gene_names_to_uppercase
+        self.backend = backend
+        self.r_source = r_source
 
     @property
     def cell_independent(self) -> bool:  # type: ignore[override]
@@ -336,6 +369,12 @@ class ScType(PerCellClassifier):
     def fit(self, X: ExpressionInput, labels: Sequence[str] | None = None) -> Self:
         """Fix the gene list and the marker vocabulary; `labels` are optional and unused (nothing is trained)."""
         self._check_assignment()
+        self._check_backend()
+        if self.backend == "r":
+            self.r_source_ = str(_sctype_r_file(self.r_source))
+            from vulnbench import rbridge
+
+            rbridge.source_file(self.r_source_, "sctype_score")  # fail now, not at the first prediction
         expr = as_expression(X)
         if labels is not None:
             as_labels(labels, expr.n_cells, name="labels")
@@ -363,7 +402,27 @@ class ScType(PerCellClassifier):
 
     def _scores(self, used: np.ndarray) -> np.ndarray:
         """Cells × types scores from the used marker columns; NaN (an es.max row upstream drops) → −inf."""
+        if getattr(self, "backend", "native") == "r":
+            return self._r_scores(used)
         scores = _score(self.plan_, np.asarray(used, dtype=np.float64), bool(self.scaled)).T
+        scores[np.isnan(scores)] = -np.inf
+        return scores
+
+    def _r_scores(self, used: np.ndarray) -> np.ndarray:
+        """scType's `sctype_score(M, scaled, gs, gs2)` on the used marker genes (the rest cannot change a score)."""
+        from vulnbench import rbridge
+
+        function = rbridge.source_file(self.r_source_, "sctype_score")
+        genes = [str(g) for g in self.genes_[self.plan_.columns]]
+        matrix = rbridge.r_matrix(np.asarray(used, dtype=np.float64).T, genes, [f"c{i}" for i in range(len(used))])
+        sets = self.marker_sets_
+        es = rbridge.call_function(
+            function, matrix, scaled=bool(self.scaled), gs=_r_gene_lists(sets.cell_types, sets.positive),
+            gs2=_r_gene_lists(sets.cell_types, sets.negative),
+            gene_names_to_uppercase=bool(self.gene_names_to_uppercase), _label="sctype_score")
+        frame = es if isinstance(es, pd.DataFrame) else pd.DataFrame(np.atleast_2d(es))
+        # rows R dropped (no usable marker) are types no cell can get: −inf, as the native scores
+        scores = frame.reindex(index=list(self.classes_)).to_numpy(dtype=np.float64).T
         scores[np.isnan(scores)] = -np.inf
         return scores
 

@@ -38,12 +38,12 @@ import numpy as np
 import pandas as pd
 
 from vulnbench.errors import ConfigError
+from vulnbench.sc.classifiers._rbackend import RBackendMixin
 from vulnbench.sc.classifiers.base import PerCellClassifier, Perturbation
 from vulnbench.sc.expression import ExpressionInput
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("native", "r")
 DE_METHODS = ("classic", "wilcox", "t")
 #: label of a pruned cell in `annotate()["pruned_labels"]` (R's NA; adverSCarial's non-label)
 PRUNED = "NA"
@@ -55,11 +55,12 @@ NORM_FLOOR = 1e-8
 NO_NEXT = -1000.0
 
 
-class SingleR(PerCellClassifier):
+class SingleR(RBackendMixin, PerCellClassifier):
     """SingleR with the training cells as reference (no aggregation: `aggr.ref = FALSE`, R's default)."""
 
     name = "singler"
     capabilities = PerCellClassifier.capabilities | {"reference_based", "correlation_scores"}
+    r_packages = ("SingleR",)
     cell_independent = True  # `labels` and `scores` of a cell only involve that cell and the fixed reference
 
     def __init__(self, backend: str = "native", de_method: str = "classic", de_n: int | None = None,
@@ -75,9 +76,10 @@ class SingleR(PerCellClassifier):
         self.seed = seed
 
     # -- fitting ------------------------------------------------------------------------------------
+    def required_r_packages(self) -> tuple[str, ...]:
+        return self.r_packages + (("scran",) if self.de_method != "classic" else ())
+
     def _check_params(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"singler: unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
         if self.de_method not in DE_METHODS:
             raise ConfigError(f"singler: unknown de_method {self.de_method!r} (choose from {', '.join(DE_METHODS)})")
         if self.backend == "native" and self.de_method != "classic":
@@ -93,8 +95,8 @@ class SingleR(PerCellClassifier):
     def _fit(self, matrix: np.ndarray, y: np.ndarray) -> None:
         self._check_params()
         codes = np.searchsorted(self.classes_, y)
+        self._check_backend()
         if self.backend == "r":
-            _require_r(self.de_method)
             self.reference_ = np.asarray(matrix, dtype=np.float32)
             self.reference_labels_ = np.asarray(y, dtype=str)
             return
@@ -262,7 +264,7 @@ class SingleR(PerCellClassifier):
         """One `SingleR::SingleR` call on the stored reference and these cells; numpy results only."""
         from vulnbench import rbridge
 
-        _require_r(self.de_method)
+        self._check_backend()
         genes = [str(g) for g in self.genes_]
         # plain genes × cells matrices (SingleR reads them as log-expression): building two SingleCellExperiments
         # (`rbridge.to_sce`) would add ~0.2 s to every call without changing the result
@@ -291,13 +293,6 @@ class SingleR(PerCellClassifier):
 
 
 # -- helpers (module level: pickled models hold no functions or R objects) ----------------------------
-def _require_r(de_method: str) -> None:
-    from vulnbench import rbridge
-
-    packages = ["SingleR"] + (["scran"] if de_method != "classic" else [])
-    rbridge.require_r_packages(*packages)
-
-
 def _default_n_markers(n_labels: int) -> int:
     """round(500 · (2/3)^log2(L)), rounding halves away from zero as C++ `std::round`."""
     return math.floor(500.0 * (2.0 / 3.0) ** (math.log(n_labels) / math.log(2.0)) + 0.5)
