@@ -28,6 +28,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/single_gene.py
+	$(BIN)/python benchmarks/sc_attacks.py
+	$(BIN)/python benchmarks/sc_classifiers.py --with-r
 
 clean:
 	rm -rf results logs .snakemake

@@ -4,10 +4,10 @@
 rule download_dataset:
     output:
         "resources/{dataset}/{archive}",
-    wildcard_constraints:
-        dataset="|".join(DATASETS.names()),
     log:
         "logs/download/{dataset}/{archive}.log",
+    wildcard_constraints:
+        dataset="|".join(DATASETS.names()),
     localrule: True
     conda:
         "../../envs/vulnbench.yaml"
@@ -37,10 +37,10 @@ rule prepare_dataset:
 rule download_resource:
     output:
         "resources/{resource}/{file}",
-    wildcard_constraints:
-        resource="|".join(RESOURCES),
     log:
         "logs/download/{resource}/{file}.log",
+    wildcard_constraints:
+        resource="|".join(RESOURCES),
     localrule: True
     conda:
         "../../envs/vulnbench.yaml"

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,6 +97,7 @@ class SingleR(RBackendMixin, PerCellClassifier):
         self._check_params()
         codes = np.searchsorted(self.classes_, y)
         self._check_backend()
+        self.__dict__.pop("_r_reference_cache", None)
         if self.backend == "r":
             self.reference_ = np.asarray(matrix, dtype=np.float32)
             self.reference_labels_ = np.asarray(y, dtype=str)
@@ -260,6 +262,20 @@ class SingleR(RBackendMixin, PerCellClassifier):
         return cache[key]
 
     # -- R backend ----------------------------------------------------------------------------------
+    def _r_reference(self) -> Any:
+        """The reference as an R matrix, built once per model object (not pickled: R objects live in this process)."""
+        from vulnbench import rbridge
+
+        cached = self.__dict__.get("_r_reference_cache")
+        if cached is None:
+            cached = rbridge.r_matrix(np.asarray(self.reference_, dtype=np.float64).T, [str(g) for g in self.genes_],
+                                      [f"ref{i}" for i in range(self.reference_.shape[0])])
+            self.__dict__["_r_reference_cache"] = cached
+        return cached
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_r_reference_cache"}
+
     def _run_r(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         """One `SingleR::SingleR` call on the stored reference and these cells; numpy results only."""
         from vulnbench import rbridge
@@ -270,8 +286,7 @@ class SingleR(RBackendMixin, PerCellClassifier):
         # (`rbridge.to_sce`) would add ~0.2 s to every call without changing the result
         test = rbridge.r_matrix(np.asarray(matrix, dtype=np.float64).T, genes,
                                 [f"cell{i}" for i in range(matrix.shape[0])])
-        ref = rbridge.r_matrix(np.asarray(self.reference_, dtype=np.float64).T, genes,
-                               [f"ref{i}" for i in range(self.reference_.shape[0])])
+        ref = self._r_reference()
         collation = rbridge.call_r("Sys.getlocale", "LC_COLLATE")[0]
         rbridge.call_r("Sys.setlocale", "LC_COLLATE", "C")
         try:
