@@ -111,23 +111,28 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
     for name, entry in _section(config, "attacks").items():
         if name not in ATTACKS:
             raise ConfigError(f"config attacks: {ATTACKS.unknown_message(name)}")
-        spec = ATTACKS.get(name)
         check_params(f"attack {name!r}", entry, extra=ATTACK_KEYS)
-        grid, params = entry.get("grid") or {}, entry.get("params") or {}
-        grid_keys = {k: None for key in grid for k in tied_keys(key)}
-        check_params(f"attack {name!r} grid", grid_keys, extra=spec.parameters)
-        check_params(f"attack {name!r} params", params, extra=spec.parameters)
-        for key, values in grid.items():
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"attack {name!r} grid: {key!r} must be a non-empty list of values")
-            width = len(tied_keys(key))
-            if width > 1 and not all(isinstance(v, list) and len(v) == width for v in values):
-                raise ConfigError(f"attack {name!r} grid: every value of tied keys {key!r} must be a list of {width}")
-        for key in set(grid_keys) & set(params):
-            raise ConfigError(f"attack {name!r}: {key!r} is both in grid and params")
+        check_grid(f"attack {name!r}", entry.get("grid") or {}, entry.get("params") or {},
+                   ATTACKS.get(name).parameters)
         for classifier in entry.get("classifiers") or ():
             if classifier not in config["classifiers"]:
                 raise ConfigError(f"attack {name!r}: classifier {classifier!r} is not configured under 'classifiers'")
+
+
+def check_grid(owner: str, grid: Mapping[str, Any], params: Mapping[str, Any], allowed: Any) -> None:
+    """Grid and fixed parameters name only `allowed` keys, grid values are non-empty lists (tied keys: lists of
+    the right width), and no key is both in the grid and fixed."""
+    grid_keys = {k: None for key in grid for k in tied_keys(key)}
+    check_params(f"{owner} grid", grid_keys, extra=allowed)
+    check_params(f"{owner} params", params, extra=allowed)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{owner} grid: {key!r} must be a non-empty list of values")
+        width = len(tied_keys(key))
+        if width > 1 and not all(isinstance(v, list) and len(v) == width for v in values):
+            raise ConfigError(f"{owner} grid: every value of tied keys {key!r} must be a list of {width}")
+    for key in set(grid_keys) & set(params):
+        raise ConfigError(f"{owner}: {key!r} is both in grid and params")
 
 
 def _validate_schema(config: Mapping[str, Any], schema: str | Path) -> None:
@@ -148,21 +153,27 @@ def _validate_schema(config: Mapping[str, Any], schema: str | Path) -> None:
     raise ConfigError(f"config {where}: {message}")
 
 
+def grid_cells(grid: Mapping[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(pid, {parameter: value}) for every combination of a grid (tied keys vary together)."""
+    keys = sorted(grid)
+    cells = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        cell: dict[str, Any] = {}
+        for key, value in zip(keys, values, strict=True):
+            names = tied_keys(key)
+            cell.update(zip(names, value if len(names) > 1 else [value], strict=True))
+        cells.append((make_pid(cell), cell))
+    return cells
+
+
 def build(config: Mapping[str, Any]) -> pd.DataFrame:
     """One row per attack job: dataset, classifier, attack, pid and the resolved `params` dict."""
     validate_config(config)
     rows = []
     datasets, classifiers = _section(config, "datasets"), _section(config, "classifiers")
     for attack, entry in _section(config, "attacks").items():
-        grid = entry.get("grid") or {}
         fixed = entry.get("params") or {}
-        keys = sorted(grid)
-        for values in itertools.product(*(grid[k] for k in keys)):
-            cell = {}
-            for key, value in zip(keys, values, strict=True):
-                names = tied_keys(key)
-                cell.update(zip(names, value if len(names) > 1 else [value], strict=True))
-            pid = make_pid(cell)
+        for pid, cell in grid_cells(entry.get("grid") or {}):
             chosen = entry.get("classifiers") or list(classifiers)
             for dataset, classifier in itertools.product(datasets, chosen):
                 rows.append({"dataset": dataset, "classifier": classifier, "attack": attack, "pid": pid,
