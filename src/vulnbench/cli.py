@@ -1,0 +1,33 @@
+"""The `vulnbench` command: a small dispatcher; each command group lives beside the code it drives."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from vulnbench import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vulnbench.reader import cli as reader_cli
+
+    parser = argparse.ArgumentParser(prog="vulnbench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"vulnbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    reader_cli.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run, and turn a VulnbenchError into one line "vulnbench error: …" and exit status 1."""
+    from vulnbench.reader.cli import run_parsed
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_parsed(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
