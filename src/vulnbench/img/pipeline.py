@@ -1,0 +1,180 @@
+"""The dermoscopy arm's config section (`images:`) → validated settings and the matrix of attack jobs.
+
+    images:
+      datasets:   {name: {loader parameters + image_size, resize, val_fraction, test_fraction}}
+      models:     {name: {architecture (default: the name), training settings, model parameters}}
+      attacks:    {fgsm | pixel | color | rotation: {grid, params, models}}
+      max_attack_images: 20       # melanomas of the test split attacked per job (None: all)
+      systematic: {offset_kind: additive}
+
+Two replicates of one architecture are two entries (`inception_v3` and `inception_v3_jitter: {architecture:
+inception_v3, color_jitter: true}`). An `onnx` model is an external black box: it is not trained and only the
+black-box (DE) attacks run on it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from vulnbench.errors import ConfigError
+from vulnbench.matrix import check_grid, check_params, grid_cells, signature_defaults
+from vulnbench.registry import Registry
+
+#: dataset keys that configure preparation (resize + grouped split), not the loader
+PREPARE_KEYS = {"image_size": 299, "resize": "crop", "val_fraction": 0.15, "test_fraction": 0.2}
+#: model keys that configure the pipeline, not the network
+MODEL_KEYS = ("architecture",)
+ATTACK_KEYS = ("grid", "params", "models")
+SECTION_KEYS = ("datasets", "models", "attacks", "max_attack_images", "systematic")
+#: training settings `train_image_model` takes from a model entry (the rest are the architecture's parameters)
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "aux_weight", "color_jitter", "crop_scale", "weights")
+
+
+def _de_parameters() -> tuple[str, ...]:
+    from vulnbench.img.attacks.de import de_attack
+
+    return tuple(k for k in signature_defaults(de_attack) if k not in ("seed", "batch_size"))
+
+
+@dataclass(frozen=True)
+class ImageAttackSpec:
+    """An image attack as the pipeline runs it: its parameters and whether it needs gradients (white box)."""
+
+    parameters: tuple[str, ...]
+    white_box: bool
+    description: str
+
+
+IMAGE_ATTACKS: Registry[ImageAttackSpec] = Registry("image attack")
+IMAGE_ATTACKS.register("fgsm")(ImageAttackSpec(
+    ("eps_levels", "space"), True, "one signed-gradient step of eps_levels/255 (normalised or pixel space)"))
+for _name, _text in (("pixel", "n-pixel attack (differential evolution)"),
+                     ("color", "colour-balance multipliers in [1 − δ, 1 + δ] (differential evolution)"),
+                     ("rotation", "rotation + translation (differential evolution)")):
+    IMAGE_ATTACKS.register(_name)(ImageAttackSpec((), False, _text))
+
+
+def attack_parameters(name: str) -> tuple[str, ...]:
+    spec = IMAGE_ATTACKS.get(name)
+    return spec.parameters if spec.white_box else _de_parameters()
+
+
+def images_section(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The `images:` section ({} when the config has no image arm)."""
+    section = config.get("images") or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError("config images: expected a mapping with datasets, models and attacks")
+    return dict(section)
+
+
+def _entries(section: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
+    entries = section.get(key) or {}
+    if not isinstance(entries, Mapping) or not entries:
+        raise ConfigError(f"config images: '{key}' must name at least one entry")
+    return {str(k): dict(v or {}) for k, v in entries.items()}
+
+
+def architecture_of(name: str, entry: Mapping[str, Any]) -> str:
+    return str(entry.get("architecture", name))
+
+
+def is_black_box(architecture: str) -> bool:
+    from vulnbench.img.models import ARCHITECTURES
+
+    return architecture not in ARCHITECTURES
+
+
+def validate_images_config(config: Mapping[str, Any]) -> None:
+    """Names and parameters of the image arm, before any job: the first problem as a one-line ConfigError."""
+    from vulnbench.img.data import IMAGE_DATASETS
+    from vulnbench.img.models import IMAGE_MODELS, train_image_model
+
+    section = images_section(config)
+    if not section:
+        return
+    check_params("config images", section, extra=SECTION_KEYS)
+    for name, entry in _entries(section, "datasets").items():
+        if name not in IMAGE_DATASETS:
+            raise ConfigError(f"config images datasets: {IMAGE_DATASETS.unknown_message(name)}")
+        loader_keys = set(signature_defaults(IMAGE_DATASETS.get(name))) - {"image_size"}
+        check_params(f"image dataset {name!r}", entry, extra=loader_keys | set(PREPARE_KEYS))
+    train_allowed = set(TRAIN_KEYS) & set(signature_defaults(train_image_model))
+    for name, entry in _entries(section, "models").items():
+        architecture = architecture_of(name, entry)
+        if architecture not in IMAGE_MODELS:
+            raise ConfigError(f"image model {name!r}: {IMAGE_MODELS.unknown_message(architecture)}")
+        builder = IMAGE_MODELS.get(architecture)
+        model_keys = set(inspect.signature(builder).parameters) - {"image_size", "weights", "seed", "device"}
+        allowed = set(MODEL_KEYS) | model_keys | (set() if is_black_box(architecture) else train_allowed)
+        check_params(f"image model {name!r}", entry, extra=allowed)
+    models = _entries(section, "models")
+    for name, entry in _entries(section, "attacks").items():
+        if name not in IMAGE_ATTACKS:
+            raise ConfigError(f"config images attacks: {IMAGE_ATTACKS.unknown_message(name)}")
+        check_params(f"image attack {name!r}", entry, extra=ATTACK_KEYS)
+        check_grid(f"image attack {name!r}", entry.get("grid") or {}, entry.get("params") or {},
+                   attack_parameters(name))
+        for model in entry.get("models") or ():
+            if model not in models:
+                raise ConfigError(f"image attack {name!r}: model {model!r} is not configured under 'images: models'")
+    limit = section.get("max_attack_images")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"config images: max_attack_images must be a positive integer or null, got {limit!r}")
+
+
+def build_image_jobs(config: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per image attack job: dataset, model, attack, pid, params. White-box attacks skip black boxes."""
+    columns = ["dataset", "model", "attack", "pid", "params", "grid"]
+    section = images_section(config)
+    if not section:
+        return pd.DataFrame(columns=columns)
+    validate_images_config(config)
+    models = _entries(section, "models")
+    rows = []
+    for attack, entry in _entries(section, "attacks").items():
+        white_box = IMAGE_ATTACKS.get(attack).white_box
+        chosen = [m for m in (entry.get("models") or list(models))
+                  if not (white_box and is_black_box(architecture_of(m, models[m])))]
+        fixed = entry.get("params") or {}
+        for pid, cell in grid_cells(entry.get("grid") or {}):
+            for dataset in _entries(section, "datasets"):
+                rows.extend({"dataset": dataset, "model": model, "attack": attack, "pid": pid,
+                             "params": {**fixed, **cell}, "grid": cell} for model in chosen)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def image_dataset_settings(config: Mapping[str, Any], dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(loader parameters, preparation parameters incl. the seed) of one image dataset."""
+    entry = _entries(images_section(config), "datasets")[dataset]
+    prepare = {k: entry.pop(k, default) for k, default in PREPARE_KEYS.items()}
+    prepare["seed"] = int(config.get("seed", 0))
+    entry.setdefault("seed", prepare["seed"])
+    entry["image_size"] = prepare["image_size"]  # generators draw at the final size
+    from vulnbench.img.data import IMAGE_DATASETS
+
+    allowed = signature_defaults(IMAGE_DATASETS.get(dataset))
+    return {k: v for k, v in entry.items() if k in allowed}, prepare
+
+
+def image_model_settings(config: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """{architecture, train: {...}, model: {...}, seed}: how the train stage builds one configured model."""
+    entry = dict(_entries(images_section(config), "models")[model])
+    architecture = architecture_of(model, entry)
+    entry.pop("architecture", None)
+    train = {k: entry.pop(k) for k in list(entry) if k in TRAIN_KEYS}
+    if "crop_scale" in train:
+        train["crop_scale"] = tuple(train["crop_scale"])
+    return {"architecture": architecture, "train": train, "model": entry, "seed": int(config.get("seed", 0)),
+            "black_box": is_black_box(architecture)}
+
+
+def image_run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Section-wide settings of attack and evaluation jobs."""
+    section = images_section(config)
+    return {"max_attack_images": section.get("max_attack_images", 20), "seed": int(config.get("seed", 0)),
+            "offset_kind": (section.get("systematic") or {}).get("offset_kind", "additive")}

@@ -1,0 +1,274 @@
+"""Pipeline stages of the dermoscopy arm: pure functions (input paths, settings, output paths) → files.
+
+The rules in `workflow/rules/img.smk` call these through 5-line adapters, as the single-cell stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vulnbench.errors import DataError
+from vulnbench.io import atomic_path, read_json, write_json, write_table
+
+log = logging.getLogger(__name__)
+
+#: what the train stage writes for an external model: no weights, only how to open it
+EXTERNAL_FORMAT = "vulnbench-external-image-model/1"
+
+
+# -- data ------------------------------------------------------------------------------------------------------------
+def run_download_images(dataset: str, params: Mapping[str, Any], done_flag: str | Path) -> None:
+    from vulnbench.img.data import get_image_dataset
+
+    flag = Path(done_flag)
+    get_image_dataset(dataset, **params).download(flag.parent)
+    with atomic_path(flag) as tmp:
+        Path(tmp).write_text("downloaded\n")
+
+
+def run_prepare_images(dataset: str, params: Mapping[str, Any], prepare: Mapping[str, Any],
+                       download_flag: str | None, manifest: str | Path) -> None:
+    from vulnbench.img.data import get_image_dataset, prepare_images
+
+    source = get_image_dataset(dataset, **params)
+    lesions = source.load(Path(download_flag).parent if download_flag else None)
+    prepare_images(lesions, Path(manifest).parent, int(prepare["image_size"]), str(prepare["resize"]),
+                   float(prepare["val_fraction"]), float(prepare["test_fraction"]), int(prepare["seed"]))
+
+
+def read_split(manifest: str | Path, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    from vulnbench.img.data import read_manifest
+
+    return read_manifest(Path(manifest).parent, split)
+
+
+# -- models ----------------------------------------------------------------------------------------------------------
+def load_image_model(path: str | Path) -> Any:
+    """A trained torch model, or the external black box an `onnx` entry points at."""
+    import torch
+
+    from vulnbench.img.models import TorchImageModel, build_image_model
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise DataError(f"model file {path}: unreadable ({type(error).__name__})") from None
+    if isinstance(payload, dict) and payload.get("format") == EXTERNAL_FORMAT:
+        return build_image_model(payload["architecture"], **payload["params"])
+    return TorchImageModel.load(path)
+
+
+def run_train_image_model(manifest: str | Path, model_name: str, settings: Mapping[str, Any], out_model: str | Path,
+                          out_metrics: str | Path, out_predictions: str | Path, threads: int | None = None) -> None:
+    """Train (or, for an external model, open) one model; score the test split (Supplementary Table 1)."""
+    import torch
+
+    from vulnbench.img.metrics import classification_metrics
+    from vulnbench.img.models import build_image_model, train_image_model
+
+    started = time.perf_counter()
+    if settings["black_box"]:
+        model = build_image_model(settings["architecture"], **settings["model"])
+        with atomic_path(out_model) as tmp:
+            torch.save({"format": EXTERNAL_FORMAT, "architecture": settings["architecture"],
+                        "params": dict(settings["model"])}, tmp)
+        history: list[dict[str, float]] = []
+    else:
+        train_x, train_y, _ = read_split(manifest, "train")
+        val_x, val_y, _ = read_split(manifest, "val")
+        model = train_image_model(settings["architecture"], train_x, train_y, val_x, val_y,
+                                  image_size=int(train_x.shape[1]), model_params=settings["model"],
+                                  seed=int(settings["seed"]), threads=threads, log=log, **settings["train"])
+        model.save(out_model)
+        history = list(model.history)
+    test_x, test_y, frame = read_split(manifest, "test")
+    p_melanoma = model.predict_proba(test_x)[:, 0]
+    metrics = classification_metrics(p_melanoma, test_y, seed=int(settings["seed"]))
+    write_table(out_predictions, pd.DataFrame({"image": frame["image"].to_numpy(), "label": test_y,
+                                               "p_melanoma": p_melanoma}))
+    write_json(out_metrics, {"model": model_name, "architecture": settings["architecture"],
+                             "train": _plain(settings["train"]), "model_params": _plain(settings["model"]),
+                             **_plain(metrics), "history": history, "fit_s": time.perf_counter() - started})
+    log.info("%s: test AUC %.3f, sensitivity %.3f, specificity %.3f", model_name, metrics["auc"],
+             metrics["sensitivity"], metrics["specificity"])
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy (numpy scalars → Python, tuples → lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# -- attacks ---------------------------------------------------------------------------------------------------------
+def attack_set(manifest: str | Path, max_images: int | None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """The test split's melanomas, in manifest order, at most `max_images`: what every attack job attacks."""
+    images, labels, frame = read_split(manifest, "test")
+    keep = np.flatnonzero(labels == "melanoma")
+    if max_images is not None:
+        keep = keep[: int(max_images)]
+    return images[keep], labels[keep], frame.iloc[keep].reset_index(drop=True)
+
+
+def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, params: Mapping[str, Any],
+                     settings: Mapping[str, Any], out_result: str | Path, out_images: str | Path) -> None:
+    """Attack the correctly classified melanomas of the test split; save each adversarial image as PNG, reload it
+    and re-classify it (`verified`: the saved file still fools the model)."""
+    from vulnbench.img.attacks.de import attack_images
+    from vulnbench.img.attacks.fgsm import fgsm
+    from vulnbench.img.base import softmax
+    from vulnbench.img.metrics import clopper_pearson
+
+    started = time.perf_counter()
+    model = load_image_model(model_path)
+    images, labels, frame = attack_set(manifest, settings.get("max_attack_images"))
+    if attack == "fgsm":
+        records, adversarials = _fgsm_records(model, images, params, fgsm)
+    else:
+        records, adversarials = attack_images(model, images, labels, attack, seed=int(settings["seed"]),
+                                              **dict(params))
+    out_dir = Path(out_images)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for record, adversarial, name in zip(records, adversarials, frame["image"], strict=True):
+        record["image"] = str(name)
+        record["verified"] = None
+        if adversarial is None or record["outcome"] != "success":
+            continue
+        path = out_dir / f"{name}_adv.png"
+        _save_png(adversarial, path)
+        reloaded = _read_png(path)
+        after = softmax(model.logits(reloaded[None]))[0]
+        record["verified"] = bool(model.classes[int(np.argmax(after))] != record["original_class"])
+        record["saved_probability"] = float(after.max())
+        record["adversarial_file"] = path.name
+    attacked = [r for r in records if r["outcome"] != "skipped"]
+    n_success = sum(r["outcome"] == "success" for r in attacked)
+    low, high = clopper_pearson(n_success, len(attacked)) if attacked else (float("nan"), float("nan"))
+    summary = {"n_images": len(records), "n_attacked": len(attacked), "n_success": n_success,
+               "n_verified": sum(bool(r.get("verified")) for r in attacked),
+               "n_confident": sum(bool(r.get("confident_success")) for r in attacked),
+               "success_rate": n_success / len(attacked) if attacked else float("nan"),
+               "success_lo": low, "success_hi": high,
+               "mean_forward": float(np.mean([r["n_forward"] for r in attacked])) if attacked else 0.0,
+               "runtime_s": time.perf_counter() - started}
+    write_json(out_result, {"attack": attack, "params": _plain(dict(params)), "summary": _plain(summary),
+                            "records": _plain(records)})
+    log.info("%s: %d of %d attacked melanomas flipped (%d still fooled after saving)", attack, n_success,
+             len(attacked), summary["n_verified"])
+
+
+def _fgsm_records(model: Any, images: np.ndarray, params: Mapping[str, Any],
+                  fgsm: Any) -> tuple[list[dict[str, Any]], list[np.ndarray | None]]:
+    """FGSM on the correctly classified melanomas only (as the DE attacks), records in the same shape."""
+    from vulnbench.img.base import MELANOMA, softmax
+
+    eps = float(params.get("eps_levels", 8)) / 255.0
+    space = str(params.get("space", "normalized"))
+    clean = softmax(model.logits(images)) if len(images) else np.empty((0, 2))
+    predicted = clean.argmax(axis=1)
+    chosen = np.flatnonzero(predicted == MELANOMA)
+    adversarial, info = fgsm(model, images[chosen], eps, space) if chosen.size else (images[:0], None)
+    records: list[dict[str, Any]] = []
+    adversarials: list[np.ndarray | None] = []
+    position = {int(i): k for k, i in enumerate(chosen)}
+    for index in range(len(images)):
+        record: dict[str, Any] = {"attack": "fgsm", "original_class": model.classes[int(predicted[index])],
+                                  "original_probability": float(clean[index].max()), "n_forward": 0,
+                                  "n_generations": 0, "params": None, "confident_success": False}
+        if index not in position:
+            record.update(outcome="skipped", reason="incorrect class", adversarial_class=None,
+                          adversarial_probability=None)
+            adversarials.append(None)
+        else:
+            k = position[index]
+            flipped = bool(info["flipped"][k])
+            record.update(outcome="success" if flipped else "failed", reason=None, n_forward=2,
+                          adversarial_class=model.classes[int(info["adversarial_class"][k])],
+                          adversarial_probability=float(1.0 - softmax(model.logits(adversarial[k][None]))[0][0]),
+                          linf_levels=int(info["linf_levels"][k]))
+            record["confident_success"] = flipped and record["adversarial_probability"] > 0.9
+            adversarials.append(adversarial[k])
+        records.append(record)
+    return records, adversarials
+
+
+def _save_png(image: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as handle:
+        return np.asarray(handle.convert("RGB"))
+
+
+# -- systematic perturbations ----------------------------------------------------------------------------------------
+def run_systematic(manifest: str | Path, model_path: str | Path, model_name: str, settings: Mapping[str, Any],
+                   out_table: str | Path) -> None:
+    """Every test image under each deterministic transform: correct, false negatives, false positives, accuracy,
+    AUC (Supplementary Figure 1's table), one batched model call per transform."""
+    from vulnbench.img.attacks.systematic import apply_transform, systematic_transforms
+    from vulnbench.img.metrics import classification_metrics
+
+    model = load_image_model(model_path)
+    images, labels, _ = read_split(manifest, "test")
+    truth = labels == "melanoma"
+    rows = []
+    for transform in systematic_transforms(str(settings.get("offset_kind", "additive"))):
+        p_melanoma = model.predict_proba(apply_transform(images, transform.fn))[:, 0]
+        called = p_melanoma >= 0.5
+        metrics = classification_metrics(p_melanoma, labels, seed=int(settings["seed"]), n_boot=500)
+        rows.append({"model": model_name, "transform": transform.name, "channel": transform.channel,
+                     "delta": transform.delta, "n": len(labels), "correct": int((called == truth).sum()),
+                     "false_negatives": int((~called & truth).sum()), "false_positives": int((called & ~truth).sum()),
+                     "accuracy": float((called == truth).mean()), "auc": metrics["auc"], "auc_lo": metrics["auc_lo"],
+                     "auc_hi": metrics["auc_hi"], "sensitivity": metrics["sensitivity"],
+                     "specificity": metrics["specificity"]})
+    write_table(out_table, pd.DataFrame(rows))
+
+
+# -- tables ------------------------------------------------------------------------------------------------------
+def run_img_metrics_table(metrics_files: Sequence[str | Path], out_table: str | Path) -> None:
+    """Supplementary Table 1: AUC (95 % CI), sensitivity and specificity at 0.5 per model."""
+    keys = ["model", "architecture", "n", "auc", "auc_lo", "auc_hi", "sensitivity", "specificity", "accuracy",
+            "fit_s"]
+    rows = []
+    for path in metrics_files:
+        entry = read_json(path)
+        rows.append({"dataset": Path(path).parts[-3], **{k: entry.get(k) for k in keys}})
+    write_table(out_table, pd.DataFrame(rows))
+
+
+def run_img_attack_table(result_files: Sequence[str | Path], out_table: str | Path, out_records: str | Path) -> None:
+    """Supplementary Table 2: successful attacks per attack × model (one row per job), plus every image's record."""
+    rows, records = [], []
+    for path in result_files:
+        parts = Path(path).parts  # results/img/attacks/{dataset}/{model}/{attack}/{pid}/result.json
+        dataset, model, attack, pid = parts[-5], parts[-4], parts[-3], parts[-2]
+        entry = read_json(path)
+        rows.append({"dataset": dataset, "model": model, "attack": attack, "pid": pid, **entry["summary"]})
+        records.extend({"dataset": dataset, "model": model, "attack": attack, "pid": pid, **r,
+                        "params": None if r.get("params") is None else ",".join(f"{v:g}" for v in r["params"])}
+                       for r in entry["records"])
+    write_table(out_table, pd.DataFrame(rows))
+    write_table(out_records, pd.DataFrame(records))
+
+
+def run_img_perturbation_table(tables: Sequence[str | Path], out_table: str | Path) -> None:
+    frames = [pd.read_csv(path, sep="\t").assign(dataset=Path(path).parts[-2]) for path in tables]
+    write_table(out_table, pd.concat(frames, ignore_index=True))
