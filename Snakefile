@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/attack.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/img.smk"
 
 
 rule all:

@@ -105,7 +105,18 @@ def test_download_without_checksum_warns(server: Server, tmp_path: Path,
     assert "unverified" in caplog.text
 
 
-@pytest.mark.parametrize("checksum", ["sha1:abc", SHA256, "sha256:xyz", f"md5:{SHA256}", "sha256:"])
+def test_download_with_a_sha256_prefix_as_torchvision_names_its_weights(server: Server, tmp_path: Path) -> None:
+    dest = tmp_path / "weights-abcd.pth"
+    download(f"{server.base_url}/data.tsv", dest, checksum=f"sha256-prefix:{SHA256[:8]}")
+    assert dest.read_bytes() == PAYLOAD
+    wrong = f"sha256-prefix:{'0' if SHA256[0] != '0' else '1'}{SHA256[1:8]}"
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        download(f"{server.base_url}/data.tsv", tmp_path / "other.pth", checksum=wrong, backoff=0)
+    assert not (tmp_path / "other.pth").exists()
+
+
+@pytest.mark.parametrize("checksum", ["sha1:abc", SHA256, "sha256:xyz", f"md5:{SHA256}", "sha256:",
+                                      "sha256-prefix:abc", f"sha256-prefix:{SHA256}0"])
 def test_bad_checksum_format_is_config_error(tmp_path: Path, checksum: str) -> None:
     with pytest.raises(ConfigError, match="bad checksum"):
         download("http://127.0.0.1:9/x", tmp_path / "x", checksum=checksum)

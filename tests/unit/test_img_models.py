@@ -85,7 +85,7 @@ def test_inception_training_is_seeded_at_75px():
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
 
 
-def test_mobilenet_learns_bright_vs_dark_discs():
+def test_mobilenet_learns_bright_vs_dark_discs(tmp_path):
     train, train_labels = discs(48, 48, 0)
     val, val_labels = discs(24, 48, 1)
     test, test_labels = discs(24, 48, 2)
@@ -95,6 +95,10 @@ def test_mobilenet_learns_bright_vs_dark_discs():
     assert (predicted == test_labels).mean() > 0.8
     best = max(h["val_accuracy"] for h in model.history)
     assert model.provenance["best_epoch"] == next(h["epoch"] for h in model.history if h["val_accuracy"] == best)
+    model.save(tmp_path / "trained.pt")  # a trained model's checkpoint (provenance included) loads safely
+    reloaded = TorchImageModel.load(tmp_path / "trained.pt")
+    np.testing.assert_array_equal(reloaded.logits(test), model.logits(test))
+    assert reloaded.provenance["torch"] == model.provenance["torch"]
 
 
 def test_inception_aux_loss_enters_the_gradient_at_299px():

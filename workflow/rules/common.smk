@@ -13,12 +13,22 @@ from vulnbench.matrix import (
 from vulnbench.data import DATASETS
 from vulnbench.data.resources import RESOURCES, remote_file, resource_paths
 from vulnbench.sc.attacks import ATTACKS
+from vulnbench.img.pipeline import (
+    IMAGE_ATTACKS,
+    build_image_jobs,
+    image_dataset_settings,
+    image_model_settings,
+    image_run_settings,
+    images_section,
+)
+from vulnbench.img.plots import IMAGE_FIGURES
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
 try:
     validate_config(config, schema=SCHEMA)
     JOBS = build(config)
+    IMG_JOBS = build_image_jobs(config)
 except ConfigError as error:
     sys.exit(f"vulnbench config error: {error}")
 
@@ -31,11 +41,15 @@ wildcard_constraints:
     attack="|".join(ATTACKS.names()),
     figure=r"[A-Za-z0-9_-]+",
     pid=r"[^/]+",
+    img_dataset=r"[A-Za-z0-9_-]+",
+    img_model=r"[A-Za-z0-9_-]+",
+    img_attack="|".join(IMAGE_ATTACKS.names()),
+    img_figure="|".join(IMAGE_FIGURES),
 
 
 def final_targets():
     attacks = sorted(JOBS["attack"].unique())
-    return [
+    return image_targets() + [
         "results/tables/classifiers.tsv",
         *expand("results/tables/{attack}.tsv", attack=attacks),
         *[
@@ -119,3 +133,99 @@ def attack_results(wildcards):
 
 def model_targets_metrics(wildcards):
     return [path.replace("model.pkl", "metrics.json") for path in model_targets()]
+
+
+# -- the dermoscopy arm ------------------------------------------------------------------------------
+def image_targets():
+    if IMG_JOBS.empty:
+        return []
+    return [
+        "results/tables/img_metrics.tsv",
+        "results/tables/img_attacks.tsv",
+        "results/tables/img_perturbations.tsv",
+        *expand("results/figures/img_{figure}.png", figure=IMAGE_FIGURES),
+    ]
+
+
+def image_dataset_params(wildcards):
+    return image_dataset_settings(config, wildcards.img_dataset)[0]
+
+
+def image_prepare_params(wildcards):
+    return image_dataset_settings(config, wildcards.img_dataset)[1]
+
+
+def image_download_input(wildcards):
+    from vulnbench.img.data import get_image_dataset
+
+    source = get_image_dataset(wildcards.img_dataset, **image_dataset_params(wildcards))
+    if source.needs_download:
+        return [f"resources/img/{wildcards.img_dataset}/download.done"]
+    return []
+
+
+def image_model_params(wildcards):
+    return image_model_settings(config, wildcards.img_model)
+
+
+def image_model_resources(wildcards):
+    settings = image_model_settings(config, wildcards.img_model)
+    return resource_paths({**settings["train"], **settings["model"]})
+
+
+def image_run_params(wildcards):
+    return image_run_settings(config)
+
+
+def image_attack_params(wildcards):
+    rows = IMG_JOBS[
+        (IMG_JOBS["dataset"] == wildcards.img_dataset)
+        & (IMG_JOBS["model"] == wildcards.img_model)
+        & (IMG_JOBS["attack"] == wildcards.img_attack)
+        & (IMG_JOBS["pid"] == wildcards.pid)
+    ]
+    if rows.empty:
+        raise ValueError(f"no configured image job for {dict(wildcards)}")
+    return rows.iloc[0]["params"]
+
+
+def image_pairs():
+    section = images_section(config)
+    return [
+        (d, m)
+        for d in section.get("datasets") or {}
+        for m in section.get("models") or {}
+    ]
+
+
+def image_model_metrics(wildcards):
+    return [f"results/img/models/{d}/{m}/metrics.json" for d, m in image_pairs()]
+
+
+def image_perturbation_results(wildcards):
+    return [f"results/img/perturbations/{d}/{m}.tsv" for d, m in image_pairs()]
+
+
+def image_attack_results(wildcards):
+    return expand(
+        "results/img/attacks/{dataset}/{model}/{attack}/{pid}/result.json",
+        zip,
+        dataset=IMG_JOBS["dataset"],
+        model=IMG_JOBS["model"],
+        attack=IMG_JOBS["attack"],
+        pid=IMG_JOBS["pid"],
+    )
+
+
+def image_attack_image_dirs(wildcards):
+    return [
+        path.replace("result.json", "images")
+        for path in image_attack_results(wildcards)
+    ]
+
+
+def image_manifests(wildcards):
+    return {
+        d: f"results/img/data/{d}/manifest.tsv"
+        for d in images_section(config).get("datasets") or {}
+    }

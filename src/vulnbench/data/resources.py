@@ -41,6 +41,14 @@ RESOURCES: dict[str, dict[str, RemoteFile]] = {
         "gene_sets_prepare.R": RemoteFile(
             f"{SCTYPE_RAW}/039913c5e574193f1b3fe7d392856587881227a3/R/gene_sets_prepare.R"),
     },
+    # ImageNet weights for fine-tuning the dermoscopy models as the paper did (`weights:` of an image model);
+    # torchvision names each file after the first hex digits of its sha256, which is what is checked
+    "torchvision": {
+        "inception_v3_google-0cc3c7bd.pth": RemoteFile(
+            "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", "sha256-prefix:0cc3c7bd"),
+        "mobilenet_v3_small-047dcff4.pth": RemoteFile(
+            "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth", "sha256-prefix:047dcff4"),
+    },
 }
 
 

@@ -587,7 +587,9 @@ def train_image_model(name: str, train_images: np.ndarray, train_labels: Sequenc
 
     model.history = history
     model.provenance.update({
-        "best_epoch": best_epoch, "seed": seed, "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "best_epoch": best_epoch, "seed": seed,
+        # plain str: torch's TorchVersion is not loadable with `weights_only=True`
+        "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
         "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
                      "aux_weight": aux_weight if has_aux else 0.0, "color_jitter": color_jitter,
                      "crop_scale": [float(c) for c in crop_scale], "n_train": len(train_x), "n_val": len(val_x)},

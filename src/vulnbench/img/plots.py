@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def _save(fig: plt.Figure, out: str | Path) -> None:
 
 
 def _job_label(row: pd.Series) -> str:
-    return row["attack"] if row["pid"] == "default" else f"{row['attack']} {row['pid'].replace('_', ' ')}"
+    """"fgsm eps_levels=4, space=pixel" from attack and pid ("eps_levels~4_space~pixel")."""
+    if row["pid"] == "default":
+        return str(row["attack"])
+    return f"{row['attack']} " + re.sub(r"_(?=[A-Za-z0-9_]+~)", ", ", str(row["pid"])).replace("~", "=")
 
 
 def plot_attacks(table: pd.DataFrame, out: str | Path) -> None:
@@ -56,7 +60,7 @@ def plot_attacks(table: pd.DataFrame, out: str | Path) -> None:
         x = np.arange(len(jobs)) + (k - (len(models) - 1) / 2) * width
         ax.bar(x, rate, width, label=model, yerr=np.nan_to_num(np.vstack([low, high])), capsize=2)
         for xi, n_ok, n in zip(x, sub["n_success"], sub["n_attacked"], strict=True):
-            if pd.notna(n) and n:
+            if pd.notna(n):  # "0/0": the model classified none of the melanomas correctly, nothing to attack
                 ax.text(xi, 1.02, f"{int(n_ok)}/{int(n)}", ha="center", va="bottom", fontsize=6, rotation=90)
     ax.set_xticks(np.arange(len(jobs)), jobs, rotation=35, ha="right", fontsize=8)
     ax.set_ylim(0, 1.18)
@@ -102,7 +106,7 @@ def plot_panels(records: pd.DataFrame, manifests: Mapping[str, str | Path], out:
         sub = ok[ok["attack"] == attack]
         if len(sub):
             chosen.append(sub.sort_values("adversarial_probability", ascending=False).iloc[0])
-    fig, axes = plt.subplots(max(1, len(chosen)), 3, figsize=(7.2, 2.5 * max(1, len(chosen))), squeeze=False)
+    fig, axes = plt.subplots(max(1, len(chosen)), 3, figsize=(7.6, 2.8 * max(1, len(chosen))), squeeze=False)
     if not chosen:
         for ax in axes[0]:
             ax.axis("off")
@@ -118,12 +122,12 @@ def plot_panels(records: pd.DataFrame, manifests: Mapping[str, str | Path], out:
             adversarial = np.asarray(b.convert("RGB")).astype(np.int16)
         difference = np.abs(adversarial - original).max(axis=2)
         row[0].imshow(original.astype(np.uint8))
-        row[0].set_title(f"original: P(melanoma) {record['original_probability']:.2f}", fontsize=8)
+        row[0].set_title(f"original\nP(melanoma) {record['original_probability']:.2f}", fontsize=8)
         row[1].imshow(adversarial.astype(np.uint8))
-        row[1].set_title(f"{record['attack']} ({record['model']}): P(nevus) {record['adversarial_probability']:.2f}",
+        row[1].set_title(f"{record['attack']} on {record['model']}\nP(nevus) {record['adversarial_probability']:.2f}",
                          fontsize=8)
         shown = row[2].imshow(difference, cmap="magma", vmin=0, vmax=max(1, int(difference.max())))
-        row[2].set_title(f"|difference| (max {int(difference.max())} levels)", fontsize=8)
+        row[2].set_title(f"|difference|\nmax {int(difference.max())} of 255 levels", fontsize=8)
         fig.colorbar(shown, ax=row[2], fraction=0.046)
         for ax in row:
             ax.set_xticks([])

@@ -51,34 +51,34 @@ def read_split(manifest: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 
 # -- models ----------------------------------------------------------------------------------------------------------
 def load_image_model(path: str | Path) -> Any:
-    """A trained torch model, or the external black box an `onnx` entry points at."""
-    import torch
-
+    """A trained torch model, or the external black box an `onnx` entry points at (a small JSON file)."""
     from vulnbench.img.models import TorchImageModel, build_image_model
 
+    path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise DataError(f"model file {path}: unreadable ({type(error).__name__})") from None
-    if isinstance(payload, dict) and payload.get("format") == EXTERNAL_FORMAT:
-        return build_image_model(payload["architecture"], **payload["params"])
+        with open(path, "rb") as handle:
+            head = handle.read(1)
+    except OSError as error:
+        raise DataError(f"model file {path}: {error.strerror}") from None
+    if head == b"{":
+        spec = read_json(path)
+        if spec.get("format") != EXTERNAL_FORMAT:
+            raise DataError(f"model file {path}: not a vulnbench model ({EXTERNAL_FORMAT})")
+        return build_image_model(spec["architecture"], **spec["params"])
     return TorchImageModel.load(path)
 
 
 def run_train_image_model(manifest: str | Path, model_name: str, settings: Mapping[str, Any], out_model: str | Path,
                           out_metrics: str | Path, out_predictions: str | Path, threads: int | None = None) -> None:
     """Train (or, for an external model, open) one model; score the test split (Supplementary Table 1)."""
-    import torch
-
     from vulnbench.img.metrics import classification_metrics
     from vulnbench.img.models import build_image_model, train_image_model
 
     started = time.perf_counter()
     if settings["black_box"]:
         model = build_image_model(settings["architecture"], **settings["model"])
-        with atomic_path(out_model) as tmp:
-            torch.save({"format": EXTERNAL_FORMAT, "architecture": settings["architecture"],
-                        "params": dict(settings["model"])}, tmp)
+        write_json(out_model, {"format": EXTERNAL_FORMAT, "architecture": settings["architecture"],
+                               "params": _plain(dict(settings["model"]))})
         history: list[dict[str, float]] = []
     else:
         train_x, train_y, _ = read_split(manifest, "train")

@@ -1,0 +1,180 @@
+# The dermoscopy arm: image dataset → models (two Inception v3 replicates, a small CNN, external black boxes)
+# → attack × model × parameter jobs and the systematic perturbations → the paper's tables and figures.
+
+
+rule download_image_dataset:
+    output:
+        "resources/img/{img_dataset}/download.done",
+    log:
+        "logs/download/img/{img_dataset}.log",
+    retries: 2
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    params:
+        dataset=image_dataset_params,
+    script:
+        "../scripts/img_download.py"
+
+
+rule prepare_images:
+    input:
+        image_download_input,
+    output:
+        "results/img/data/{img_dataset}/manifest.tsv",
+    log:
+        "logs/img/prepare/{img_dataset}.log",
+    conda:
+        "../../envs/vulnbench.yaml"
+    params:
+        dataset=image_dataset_params,
+        prepare=image_prepare_params,
+        code_version=CODE_VERSION,
+    script:
+        "../scripts/img_prepare.py"
+
+
+rule train_image_model:
+    input:
+        manifest="results/img/data/{img_dataset}/manifest.tsv",
+        resources=image_model_resources,
+    output:
+        model="results/img/models/{img_dataset}/{img_model}/model.pt",
+        metrics="results/img/models/{img_dataset}/{img_model}/metrics.json",
+        predictions="results/img/models/{img_dataset}/{img_model}/predictions.tsv",
+    log:
+        "logs/img/train/{img_dataset}/{img_model}.log",
+    benchmark:
+        "logs/benchmarks/img/train/{img_dataset}/{img_model}.tsv"
+    conda:
+        "../../envs/vulnbench.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+    params:
+        model=image_model_params,
+        code_version=CODE_VERSION,
+    script:
+        "../scripts/img_train.py"
+
+
+rule image_attack:
+    input:
+        manifest="results/img/data/{img_dataset}/manifest.tsv",
+        model="results/img/models/{img_dataset}/{img_model}/model.pt",
+    output:
+        result="results/img/attacks/{img_dataset}/{img_model}/{img_attack}/{pid}/result.json",
+        images=directory(
+            "results/img/attacks/{img_dataset}/{img_model}/{img_attack}/{pid}/images"
+        ),
+    log:
+        "logs/img/attack/{img_dataset}/{img_model}/{img_attack}/{pid}.log",
+    benchmark:
+        "logs/benchmarks/img/attack/{img_dataset}/{img_model}/{img_attack}/{pid}.tsv"
+    conda:
+        "../../envs/vulnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        attack=image_attack_params,
+        settings=image_run_params,
+        code_version=CODE_VERSION,
+    script:
+        "../scripts/img_attack.py"
+
+
+rule image_perturbations:
+    input:
+        manifest="results/img/data/{img_dataset}/manifest.tsv",
+        model="results/img/models/{img_dataset}/{img_model}/model.pt",
+    output:
+        "results/img/perturbations/{img_dataset}/{img_model}.tsv",
+    log:
+        "logs/img/perturbations/{img_dataset}/{img_model}.log",
+    conda:
+        "../../envs/vulnbench.yaml"
+    params:
+        settings=image_run_params,
+        code_version=CODE_VERSION,
+    script:
+        "../scripts/img_perturbations.py"
+
+
+rule img_metrics_table:
+    input:
+        image_model_metrics,
+    output:
+        report(
+            "results/tables/img_metrics.tsv",
+            caption="../report/img_metrics.rst",
+            category="Dermoscopy",
+        ),
+    log:
+        "logs/aggregate/img_metrics.log",
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    script:
+        "../scripts/img_tables.py"
+
+
+rule img_attack_table:
+    input:
+        image_attack_results,
+    output:
+        table=report(
+            "results/tables/img_attacks.tsv",
+            caption="../report/img_attacks.rst",
+            category="Dermoscopy",
+        ),
+        records="results/tables/img_attack_records.tsv",
+    log:
+        "logs/aggregate/img_attacks.log",
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    script:
+        "../scripts/img_tables.py"
+
+
+rule img_perturbation_table:
+    input:
+        image_perturbation_results,
+    output:
+        report(
+            "results/tables/img_perturbations.tsv",
+            caption="../report/img_perturbations.rst",
+            category="Dermoscopy",
+        ),
+    log:
+        "logs/aggregate/img_perturbations.log",
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    script:
+        "../scripts/img_tables.py"
+
+
+rule img_figure:
+    input:
+        attacks="results/tables/img_attacks.tsv",
+        records="results/tables/img_attack_records.tsv",
+        perturbations="results/tables/img_perturbations.tsv",
+        metrics="results/tables/img_metrics.tsv",
+        images=image_attack_image_dirs,
+    output:
+        report(
+            "results/figures/img_{img_figure}.png",
+            caption="../report/img_figure.rst",
+            category="Dermoscopy",
+        ),
+    log:
+        "logs/plots/img_{img_figure}.log",
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    params:
+        manifests=image_manifests,
+    script:
+        "../scripts/img_plot.py"
