@@ -85,7 +85,7 @@ def test_image_arm_end_to_end_with_an_external_black_box(tmp_path: Path, externa
     assert set(records.loc[records["outcome"] == "skipped", "reason"]) <= {"incorrect class"}
 
     perturbations = pd.read_csv(workdir / IMG_TABLES[2], sep="\t")
-    assert len(perturbations) == 2 * 39  # two models × (identity, 2 rotations, 3 channels × 6 shifts)
+    assert len(perturbations) == 2 * 21  # two models × (identity, 2 rotations, 3 channels × 6 shifts)
     identity = perturbations[perturbations["transform"] == "identity"].set_index("model")["auc"]
     np.testing.assert_allclose(identity.sort_index(), metrics.set_index("model")["auc"].sort_index())
     for figure in IMG_FIGURES:
