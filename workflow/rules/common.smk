@@ -20,6 +20,7 @@ from vulnbench.img.pipeline import (
     image_model_settings,
     image_run_settings,
     images_section,
+    reader_study_config,
 )
 from vulnbench.img.plots import IMAGE_FIGURES
 
@@ -144,6 +145,8 @@ def image_targets():
         "results/tables/img_attacks.tsv",
         "results/tables/img_perturbations.tsv",
         *expand("results/figures/img_{figure}.png", figure=IMAGE_FIGURES),
+        "results/tables/reader_study_auc.tsv",
+        "results/figures/reader_study_auc.png",
     ]
 
 
@@ -229,3 +232,18 @@ def image_manifests(wildcards):
         d: f"results/img/data/{d}/manifest.tsv"
         for d in images_section(config).get("datasets") or {}
     }
+
+
+def reader_study_params(wildcards):
+    return reader_study_config(config)
+
+
+def reader_study_manifest(wildcards):
+    return f"results/img/data/{reader_study_config(config)['dataset']}/manifest.tsv"
+
+
+def reader_study_answers(wildcards):
+    return (
+        reader_study_config(config)["answers"]
+        or "results/reader_study/simulated_answers"
+    )

@@ -178,3 +178,70 @@ rule img_figure:
         manifests=image_manifests,
     script:
         "../scripts/img_plot.py"
+
+
+rule reader_study_build:
+    input:
+        records="results/tables/img_attack_records.tsv",
+        manifest=reader_study_manifest,
+        images=image_attack_image_dirs,
+    output:
+        directory("results/reader_study/study"),
+    log:
+        "logs/reader_study/build.log",
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    params:
+        settings=reader_study_params,
+    script:
+        "../scripts/reader_study.py"
+
+
+rule reader_study_simulate:
+    input:
+        "results/reader_study/study",
+    output:
+        directory("results/reader_study/simulated_answers"),
+    log:
+        "logs/reader_study/simulate.log",
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    params:
+        settings=reader_study_params,
+    script:
+        "../scripts/reader_study.py"
+
+
+rule reader_study_analyse:
+    input:
+        study="results/reader_study/study",
+        answers=reader_study_answers,
+    output:
+        auc=report(
+            "results/tables/reader_study_auc.tsv",
+            caption="../report/reader_study.rst",
+            category="Reader study",
+        ),
+        effect=report(
+            "results/tables/reader_study_effect.tsv",
+            caption="../report/reader_study.rst",
+            category="Reader study",
+        ),
+        summary="results/reader_study/effect_test.json",
+        answers="results/reader_study/answers.tsv",
+        figure=report(
+            "results/figures/reader_study_auc.png",
+            caption="../report/reader_study.rst",
+            category="Reader study",
+        ),
+    log:
+        "logs/reader_study/analyse.log",
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    params:
+        settings=reader_study_params,
+    script:
+        "../scripts/reader_study.py"

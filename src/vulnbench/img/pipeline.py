@@ -30,7 +30,7 @@ PREPARE_KEYS = {"image_size": 299, "resize": "crop", "val_fraction": 0.15, "test
 #: model keys that configure the pipeline, not the network
 MODEL_KEYS = ("architecture",)
 ATTACK_KEYS = ("grid", "params", "models")
-SECTION_KEYS = ("datasets", "models", "attacks", "max_attack_images", "systematic")
+SECTION_KEYS = ("datasets", "models", "attacks", "max_attack_images", "systematic", "reader_study")
 #: training settings `train_image_model` takes from a model entry (the rest are the architecture's parameters)
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "aux_weight", "color_jitter", "crop_scale", "weights")
 
@@ -122,6 +122,9 @@ def validate_images_config(config: Mapping[str, Any]) -> None:
         for model in entry.get("models") or ():
             if model not in models:
                 raise ConfigError(f"image attack {name!r}: model {model!r} is not configured under 'images: models'")
+    from vulnbench.reader.stages import reader_study_settings
+
+    reader_study_settings(section, list(models))
     limit = section.get("max_attack_images")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"config images: max_attack_images must be a positive integer or null, got {limit!r}")
@@ -171,6 +174,15 @@ def image_model_settings(config: Mapping[str, Any], model: str) -> dict[str, Any
         train["crop_scale"] = tuple(train["crop_scale"])
     return {"architecture": architecture, "train": train, "model": entry, "seed": int(config.get("seed", 0)),
             "black_box": is_black_box(architecture)}
+
+
+def reader_study_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The reader study's settings plus the dataset it draws from (the first image dataset)."""
+    from vulnbench.reader.stages import reader_study_settings
+
+    section = images_section(config)
+    settings = reader_study_settings(section, list(_entries(section, "models")))
+    return {**settings, "dataset": next(iter(_entries(section, "datasets"))), "seed": int(config.get("seed", 0))}
 
 
 def image_run_settings(config: Mapping[str, Any]) -> dict[str, Any]:

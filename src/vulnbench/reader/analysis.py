@@ -348,3 +348,23 @@ def simulate_readers(study_dir: str | Path, answers_dir: str | Path, n_readers: 
     log.info("simulated %d readers (sensitivity %.2f, specificity %.2f, adversarial effect %+.2f) in %s",
              n_readers, sensitivity, specificity, adversarial_effect, answers_dir)
     return written
+
+
+def analyse_study(study_dir: str | Path, answers_dir: str | Path, out_auc: str | Path, out_effect: str | Path,
+                  out_effect_summary: str | Path, out_figure: str | Path, out_answers: str | Path | None = None,
+                  n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, EffectTest]:
+    """Everything the study's analysis writes: per-reader AUCs with CIs, the logistic effect test (plain and
+    clustered by image), the AUC figure and optionally the joined answers."""
+    from vulnbench.io import write_json, write_table
+
+    frame = read_answers(study_dir, answers_dir)
+    table = reader_auc(frame, n_boot=n_boot, seed=seed)
+    test = effect_test(frame)
+    clustered = effect_test(frame, cluster="image")
+    if out_answers is not None:
+        write_table(out_answers, frame)
+    write_table(out_auc, table)
+    write_table(out_effect, test.coefficients)
+    write_json(out_effect_summary, {**test.summary(), "clustered_by_image": clustered.summary()})
+    plot_reader_auc(table, out_figure)
+    return table, test

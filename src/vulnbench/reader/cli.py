@@ -103,19 +103,12 @@ def _simulate(args: argparse.Namespace) -> None:
 
 
 def _analyse(args: argparse.Namespace) -> None:
-    from vulnbench.io import write_json, write_table
-    from vulnbench.reader.analysis import effect_test, plot_reader_auc, read_answers, reader_auc
+    from vulnbench.reader.analysis import analyse_study
 
-    frame = read_answers(args.study, args.answers)
-    table = reader_auc(frame, n_boot=args.n_boot, seed=args.seed)
-    test = effect_test(frame)
-    clustered = effect_test(frame, cluster="image")
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_table(args.out / "answers.tsv", frame)
-    write_table(args.out / "reader_auc.tsv", table)
-    write_table(args.out / "effect_test.tsv", test.coefficients)
-    write_json(args.out / "effect_test.json", {**test.summary(), "clustered_by_image": clustered.summary()})
-    plot_reader_auc(table, args.out / "reader_auc.png")
+    out = args.out
+    table, test = analyse_study(args.study, args.answers, out / "reader_auc.tsv", out / "effect_test.tsv",
+                                out / "effect_test.json", out / "reader_auc.png", out_answers=out / "answers.tsv",
+                                n_boot=args.n_boot, seed=args.seed)
     pooled = table[(table["reader"] == "pooled")].set_index("condition_set")
     for condition_set in pooled.index:
         row = pooled.loc[condition_set]

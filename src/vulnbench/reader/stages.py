@@ -1,0 +1,70 @@
+"""Pipeline stages of the reader study: build it from the dermoscopy arm's results, simulate readers, analyse."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vulnbench.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+#: the study's settings (images: reader_study:) and their defaults
+READER_STUDY_DEFAULTS: dict[str, Any] = {
+    "model": None,  # which model's adversarial images (default: the first configured model)
+    "attacks": ["pixel", "color", "rotation"],  # the paper's three DE attacks (fgsm may be added)
+    "n_per_condition": 10,  # N clean images and N per attack (the paper: 102 clean, 34 per attack)
+    "answers": None,  # a folder of real readers' CSVs (from `vulnbench reader-study serve`); None: simulated readers
+    "n_readers": 5, "sensitivity": 0.8, "specificity": 0.75, "adversarial_effect": 0.0,  # simulated readers
+}
+
+
+def reader_study_settings(section: Mapping[str, Any], models: list[str]) -> dict[str, Any]:
+    given = dict(section.get("reader_study") or {})
+    unknown = set(given) - set(READER_STUDY_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"images reader_study: unknown key(s) {', '.join(sorted(unknown))} "
+                          f"(allowed: {', '.join(READER_STUDY_DEFAULTS)})")
+    settings = {**READER_STUDY_DEFAULTS, **given}
+    settings["model"] = settings["model"] or (models[0] if models else None)
+    if settings["model"] not in models:
+        raise ConfigError(f"images reader_study: model {settings['model']!r} is not configured under 'images: models'")
+    return settings
+
+
+def run_build_reader_study(records: str | Path, manifest: str | Path, dataset: str, settings: Mapping[str, Any],
+                           seed: int, out_dir: str | Path, attack_root: str | Path = "results/img/attacks") -> None:
+    """Clean test images (both classes) and the chosen model's successful adversarial images, blinded."""
+    from vulnbench.reader.study import build_study
+
+    frame = pd.read_csv(manifest, sep="\t")
+    test = frame[frame["split"] == "test"]
+    root = Path(manifest).parent
+    clean = [(root / path, label) for path, label in zip(test["path"], test["label"], strict=True)]
+    table = pd.read_csv(records, sep="\t")
+    chosen = table[(table["dataset"] == dataset) & (table["model"] == settings["model"])
+                   & (table["outcome"] == "success") & table["adversarial_file"].notna()]
+    adversarial: dict[str, list[tuple[Path, str]]] = {}
+    for attack in settings["attacks"]:
+        rows = chosen[chosen["attack"] == attack]
+        adversarial[attack] = [(Path(attack_root) / dataset / settings["model"] / attack / str(pid) / "images" / name,
+                                "melanoma") for pid, name in zip(rows["pid"], rows["adversarial_file"], strict=True)]
+        if not adversarial[attack]:
+            log.warning("reader study: no successful %s attack on %s to show", attack, settings["model"])
+    adversarial = {a: items for a, items in adversarial.items() if items}
+    if not adversarial:
+        raise DataError(f"reader study: no successful attack on {settings['model']} among "
+                        f"{', '.join(settings['attacks'])}; nothing adversarial to show")
+    build_study(clean, adversarial, out_dir, int(settings["n_per_condition"]), seed)
+
+
+def run_simulate_readers(study: str | Path, settings: Mapping[str, Any], seed: int, answers_dir: str | Path) -> None:
+    from vulnbench.reader.analysis import simulate_readers
+
+    simulate_readers(study, answers_dir, n_readers=int(settings["n_readers"]), seed=seed,
+                     sensitivity=float(settings["sensitivity"]), specificity=float(settings["specificity"]),
+                     adversarial_effect=float(settings["adversarial_effect"]))
