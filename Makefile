@@ -14,6 +14,7 @@ $(STAMP): envs/setup.sh envs/requirements.txt envs/constraints.txt envs/apt-pack
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	$(BIN)/snakemake --configfile config/config.yaml --report results/report.html
 
 dry-run: setup
 	$(BIN)/snakemake -n --configfile config/config.yaml
@@ -30,6 +31,8 @@ bench: setup
 	$(BIN)/python benchmarks/single_gene.py
 	$(BIN)/python benchmarks/sc_attacks.py
 	$(BIN)/python benchmarks/sc_classifiers.py --with-r
+	$(BIN)/python benchmarks/img_attacks.py
+	$(BIN)/python benchmarks/dag.py
 
 clean:
 	rm -rf results logs .snakemake
