@@ -27,28 +27,59 @@ def test_snakefmt_is_clean() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_dry_run_of_the_default_config_plans_the_matrix(workdir: Path) -> None:
+def expected_plan(config: dict) -> dict[str, int]:
+    """The jobs a full run of `config` must plan, computed from the config with the library's own matrices."""
+    from vulnbench.img.pipeline import build_image_jobs
+    from vulnbench.img.plots import IMAGE_FIGURES
     from vulnbench.matrix import build
+    from vulnbench.sc.attacks import ATTACKS
+
+    jobs = build(config)
+    attacks = sorted(set(jobs["attack"]))
+    n_models = len(config["datasets"]) * len(config["classifiers"])
+    n_figures = sum(len(ATTACKS.get(a).figures) for a in attacks)
+    plan = {"prepare_dataset": len(config["datasets"]), "train_classifier": n_models, "run_attack": len(jobs),
+            "classifier_table": 1, "aggregate_attack": len(attacks), "plot_attack": n_figures, "sc_comparison": 1}
+    images = config.get("images")
+    if images:
+        img_jobs = build_image_jobs(config)
+        n_img_models = len(images["datasets"]) * len(images["models"])
+        plan.update({"prepare_images": len(images["datasets"]), "train_image_model": n_img_models,
+                     "image_attack": len(img_jobs), "image_perturbations": n_img_models, "img_metrics_table": 1,
+                     "img_attack_table": 1, "img_perturbation_table": 1, "img_figure": len(IMAGE_FIGURES),
+                     "reader_study_build": 1, "reader_study_simulate": 1, "reader_study_analyse": 1})
+    plan["all"] = 1
+    plan["total"] = sum(plan.values())
+    return plan
+
+
+def test_dry_run_of_the_default_config_plans_the_matrix(workdir: Path) -> None:
     from vulnbench.sc.attacks import ATTACKS
 
     result = snakemake(workdir, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    jobs = build(config)
-    attacks = sorted(config["attacks"])
-    n_models = len(config["datasets"]) * len(config["classifiers"])
-    n_figures = sum(len(ATTACKS.get(a).figures) for a in attacks)
-    assert set(attacks) == set(ATTACKS.names())  # the default run exercises every attack
-    assert job_counts(result.stdout) == {
-        "prepare_dataset": len(config["datasets"]),
-        "train_classifier": n_models,
-        "run_attack": len(jobs),
-        "classifier_table": 1,
-        "aggregate_attack": len(attacks),
-        "plot_attack": n_figures,
-        "all": 1,
-        "total": len(config["datasets"]) + n_models + len(jobs) + 1 + len(attacks) + n_figures + 1,
-    }
+    assert set(config["attacks"]) == set(ATTACKS.names())  # the default run exercises every attack
+    assert set(config["classifiers"]) == {"scrf", "scmlp", "sctype", "chetah", "scannotatr", "singler"}
+    assert set(config["images"]["attacks"]) == {"fgsm", "pixel", "color", "rotation"}
+    assert job_counts(result.stdout) == expected_plan(config)
+
+
+def test_dry_run_of_the_paper_config_plans_the_full_matrix(workdir: Path) -> None:
+    """pbmc3k × 6 classifiers × every mode × every cluster, ISIC × 3 models × 4 attacks, downloads first."""
+    result = snakemake(workdir, "-n", "--configfile", str(REPO / "config" / "paper.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    plan = job_counts(result.stdout)
+    downloads = {k: plan.pop(k) for k in ("download_dataset", "download_image_dataset", "download_resource")}
+    assert downloads == {"download_dataset": 1, "download_image_dataset": 1, "download_resource": 3}
+    expected = expected_plan(config)
+    plan["total"] -= sum(downloads.values())
+    assert plan == expected
+    assert len(config["classifiers"]) == 6 and len(config["images"]["models"]) == 3
+    assert set(config["attacks"]["single_gene"]["grid"]["method"]) >= {"perc1", "perc99", "positive_aberrant",
+                                                                       "negative_aberrant"}
+    assert config["images"]["datasets"]["isic2019"]["image_size"] == 299
 
 
 def test_a_misspelt_classifier_stops_the_run_before_any_job(workdir: Path) -> None:

@@ -53,3 +53,26 @@ rule plot_attack:
         "../../envs/vulnbench.yaml"
     script:
         "../scripts/plot.py"
+
+
+rule sc_comparison:
+    input:
+        unpack(sc_comparison_inputs),
+    output:
+        table=report(
+            "results/tables/sc_comparison.tsv",
+            caption="../report/sc_comparison.rst",
+            category="Single-cell comparison",
+        ),
+        figure=report(
+            "results/figures/sc_comparison.png",
+            caption="../report/sc_comparison.rst",
+            category="Single-cell comparison",
+        ),
+    log:
+        "logs/aggregate/sc_comparison.log",
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    script:
+        "../scripts/sc_comparison.py"

@@ -52,6 +52,8 @@ def final_targets():
     attacks = sorted(JOBS["attack"].unique())
     return image_targets() + [
         "results/tables/classifiers.tsv",
+        "results/tables/sc_comparison.tsv",
+        "results/figures/sc_comparison.png",
         *expand("results/tables/{attack}.tsv", attack=attacks),
         *[
             f"results/figures/{attack}_{figure}.png"
@@ -247,3 +249,12 @@ def reader_study_answers(wildcards):
         reader_study_config(config)["answers"]
         or "results/reader_study/simulated_answers"
     )
+
+
+def sc_comparison_inputs(wildcards):
+    attacks = set(JOBS["attack"])
+    return {
+        name: f"results/tables/{name}.tsv"
+        for name in ("single_gene", "max_change", "cgd")
+        if name in attacks
+    }
