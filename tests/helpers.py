@@ -102,3 +102,41 @@ def make_10x_archive(folder: Path, n_cells: int = 90, n_genes: int = 60, seed: i
     label_file.write_text("bc\tcell_type\n" + "\n".join(rows) + "\n")
     return archive, label_file
 
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def report_figures_in_chromium(report: Path, figures: dict[str, str]) -> dict[str, tuple[bool, str]]:
+    """Open a Snakemake HTML report in headless Chromium; for each figure (path → report category) click its eye
+    icon and its info icon: (a PNG is displayed, the caption text shown). Skips the test without a browser."""
+    import pytest
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (make setup installs it when run as root)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed")
+    found: dict[str, tuple[bool, str]] = {}
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            for figure, category in figures.items():
+                page.goto(report.resolve().as_uri())
+                page.get_by_text(category, exact=True).click()
+                row = page.locator("tr", has_text=figure)
+                row.locator("a[iconname=eye]").click()
+                page.wait_for_timeout(300)
+                shown = page.locator("img[src^='data:image/png']").count() > 0
+                page.locator("tr", has_text=figure).locator("a[iconname=information-circle]").click()
+                page.wait_for_timeout(300)
+                body = page.inner_text("body")
+                caption = body.split("DESCRIPTION", 1)[1].split("SIZE", 1)[0].strip() if "DESCRIPTION" in body else ""
+                found[figure] = (shown, caption)
+        finally:
+            browser.close()
+    return found

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.helpers import report_figures_in_chromium
+
 from .conftest import REPO, SNAKEMAKE, job_counts, snakemake
 
 
@@ -133,3 +135,15 @@ def test_tiny_end_to_end_run(workdir: Path) -> None:
     assert list((workdir / "logs" / "attack").rglob("*.log"))
     again = snakemake(workdir, "-n", "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # the HTML report opens in a browser and shows every figure with its caption
+    report = workdir / "results" / "report.html"
+    made = snakemake(workdir, "--configfile", str(config), "--report", str(report))
+    assert made.returncode == 0, made.stderr[-2000:]
+    figures = {f"results/figures/{p.name}": "Single-cell attacks"
+               for p in (workdir / "results" / "figures").glob("*.png") if p.name != "sc_comparison.png"}
+    figures["results/figures/sc_comparison.png"] = "Single-cell comparison"
+    assert len(figures) == len(list((workdir / "results" / "figures").glob("*.png"))) >= 8
+    for figure, (shown, caption) in report_figures_in_chromium(report, figures).items():
+        assert shown, f"{figure} is not displayed in the report"
+        assert len(caption) > 100, f"{figure} has no caption in the report"

@@ -5,4 +5,4 @@ from vulnbench.logsetup import logged_stage
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):
     run_image_attack(sm.input.manifest, sm.input.model, sm.wildcards.img_attack, dict(sm.params.attack),
-                     dict(sm.params.settings), sm.output.result, sm.output.images)
+                     dict(sm.params.settings), sm.output.result, sm.output.images, threads=sm.threads)

@@ -4,4 +4,5 @@ from vulnbench.logsetup import logged_stage
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):
-    run_systematic(sm.input.manifest, sm.input.model, sm.wildcards.img_model, dict(sm.params.settings), sm.output[0])
+    run_systematic(sm.input.manifest, sm.input.model, sm.wildcards.img_model, dict(sm.params.settings), sm.output[0],
+                   threads=sm.threads)

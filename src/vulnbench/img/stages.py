@@ -122,14 +122,17 @@ def attack_set(manifest: str | Path, max_images: int | None) -> tuple[np.ndarray
 
 
 def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, params: Mapping[str, Any],
-                     settings: Mapping[str, Any], out_result: str | Path, out_images: str | Path) -> None:
+                     settings: Mapping[str, Any], out_result: str | Path, out_images: str | Path,
+                     threads: int | None = None) -> None:
     """Attack the correctly classified melanomas of the test split; save each adversarial image as PNG, reload it
     and re-classify it (`verified`: the saved file still fools the model)."""
     from vulnbench.img.attacks.de import attack_images
     from vulnbench.img.attacks.fgsm import fgsm
     from vulnbench.img.base import softmax
     from vulnbench.img.metrics import clopper_pearson
+    from vulnbench.stages import use_threads
 
+    use_threads(threads)  # torch would otherwise take every core, oversubscribing the scheduler's parallel jobs
     started = time.perf_counter()
     model = load_image_model(model_path)
     images, labels, frame = attack_set(manifest, settings.get("max_attack_images"))
@@ -219,12 +222,14 @@ def _read_png(path: Path) -> np.ndarray:
 
 # -- systematic perturbations ----------------------------------------------------------------------------------------
 def run_systematic(manifest: str | Path, model_path: str | Path, model_name: str, settings: Mapping[str, Any],
-                   out_table: str | Path) -> None:
+                   out_table: str | Path, threads: int | None = None) -> None:
     """Every test image under each deterministic transform: correct, false negatives, false positives, accuracy,
     AUC (Supplementary Figure 1's table), one batched model call per transform."""
     from vulnbench.img.attacks.systematic import apply_transform, systematic_transforms
     from vulnbench.img.metrics import classification_metrics
+    from vulnbench.stages import use_threads
 
+    use_threads(threads)
     model = load_image_model(model_path)
     images, labels, _ = read_split(manifest, "test")
     truth = labels == "melanoma"

@@ -73,13 +73,14 @@ def plot_comparison(table: pd.DataFrame, out: str | Path) -> None:
                 .reindex(index=clusters, columns=classifiers))
         values = grid.to_numpy(dtype=float)
         finite = values[np.isfinite(values)]
-        ax.imshow(np.where(np.isfinite(values), values, np.nan), cmap="viridis", aspect="auto",
-                  norm=SymLogNorm(linthresh=1.0, vmin=0, vmax=max(1.0, finite.max() if finite.size else 1.0)))
+        norm = SymLogNorm(linthresh=1.0, vmin=0, vmax=max(1.0, finite.max() if finite.size else 1.0))
+        ax.imshow(np.where(np.isfinite(values), values, np.nan), cmap="viridis", aspect="auto", norm=norm)
         for (i, j), v in np.ndenumerate(values):
             attacked = measure in table["measure"].values and ((table["measure"] == measure)
                                                               & (table["classifier"] == classifiers[j])).any()
             text = f"{v:g}" if np.isfinite(v) else ("✗" if attacked else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=6, color="white" if np.isfinite(v) else "black")
+            dark = np.isfinite(v) and norm(v) < 0.6  # white text on the dark end of viridis, black on the bright end
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         ax.set_title(measure, fontsize=8)
         ax.set_xticks(range(len(classifiers)), classifiers, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(clusters)), clusters if ax in axes[:, 0] else [""] * len(clusters), fontsize=7)
