@@ -105,6 +105,14 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
         if params.get("backend") == "r":  # R or its packages missing: say so now, before any job runs
             model = CLASSIFIERS.get(name)(**{k: v for k, v in params.items() if k not in CLASSIFIER_KEYS})
             model._check_backend()
+    detect = config.get("detectability") or {}
+    if detect:
+        if detect.get("dataset") not in config["datasets"] or detect.get("classifier") not in config["classifiers"]:
+            raise ConfigError(f"detectability: dataset {detect.get('dataset')!r} and classifier "
+                              f"{detect.get('classifier')!r} must be configured under 'datasets' and 'classifiers'")
+        from vulnbench.sc.detectability import detectability_parameters
+
+        check_params("detectability params", detect.get("params") or {}, extra=detectability_parameters())
     for resource, files in (config.get("resources") or {}).items():
         for file in files or {}:
             remote_file(config, resource, file)

@@ -76,3 +76,34 @@ rule sc_comparison:
         "../../envs/vulnbench.yaml"
     script:
         "../scripts/sc_comparison.py"
+
+
+rule sc_detectability:
+    input:
+        data=detectability_data,
+        model=detectability_model,
+    output:
+        table=report(
+            "results/tables/sc_detectability.tsv",
+            caption="../report/sc_detectability.rst",
+            category="Single-cell detectability",
+        ),
+        umap=report(
+            "results/figures/sc_detectability_umap.png",
+            caption="../report/sc_detectability.rst",
+            category="Single-cell detectability",
+        ),
+        dotplot=report(
+            "results/figures/sc_detectability_dotplot.png",
+            caption="../report/sc_detectability.rst",
+            category="Single-cell detectability",
+        ),
+    log:
+        "logs/aggregate/sc_detectability.log",
+    conda:
+        "../../envs/vulnbench.yaml"
+    threads: 2
+    params:
+        settings=detectability_settings,
+    script:
+        "../scripts/sc_detectability.py"

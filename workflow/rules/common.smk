@@ -50,17 +50,21 @@ wildcard_constraints:
 
 def final_targets():
     attacks = sorted(JOBS["attack"].unique())
-    return image_targets() + [
-        "results/tables/classifiers.tsv",
-        "results/tables/sc_comparison.tsv",
-        "results/figures/sc_comparison.png",
-        *expand("results/tables/{attack}.tsv", attack=attacks),
-        *[
-            f"results/figures/{attack}_{figure}.png"
-            for attack in attacks
-            for figure in ATTACKS.get(attack).figures
-        ],
-    ]
+    return (
+        image_targets()
+        + detectability_targets()
+        + [
+            "results/tables/classifiers.tsv",
+            "results/tables/sc_comparison.tsv",
+            "results/figures/sc_comparison.png",
+            *expand("results/tables/{attack}.tsv", attack=attacks),
+            *[
+                f"results/figures/{attack}_{figure}.png"
+                for attack in attacks
+                for figure in ATTACKS.get(attack).figures
+            ],
+        ]
+    )
 
 
 def model_targets():
@@ -258,3 +262,26 @@ def sc_comparison_inputs(wildcards):
         for name in ("single_gene", "max_change", "cgd")
         if name in attacks
     }
+
+
+def detectability_targets():
+    if not config.get("detectability"):
+        return []
+    return [
+        "results/tables/sc_detectability.tsv",
+        "results/figures/sc_detectability_umap.png",
+        "results/figures/sc_detectability_dotplot.png",
+    ]
+
+
+def detectability_settings(wildcards):
+    return dict(config.get("detectability") or {})
+
+
+def detectability_data(wildcards):
+    return f"results/data/{config['detectability']['dataset']}/prepared.h5ad"
+
+
+def detectability_model(wildcards):
+    d = config["detectability"]
+    return f"results/models/{d['dataset']}/{d['classifier']}/model.pkl"
