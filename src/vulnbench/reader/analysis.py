@@ -161,10 +161,13 @@ def bootstrap_auc_ci(scores: Sequence[float] | np.ndarray, positive: Sequence[bo
 
 
 def _condition_sets(frame: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """Clean images; adversarial images (all attacks, then each); an adversarial set also takes the clean naevi
+    as its negatives, since attacked images are melanomas only (their AUC would otherwise be undefined)."""
     condition = frame["condition"].to_numpy()
+    clean_nevi = (condition == CLEAN) & ~frame["melanoma"].to_numpy(dtype=bool)
     attacks = sorted(set(condition) - {CLEAN})
-    sets = [(CLEAN, condition == CLEAN), (ADVERSARIAL, condition != CLEAN)]
-    return sets + [(attack, condition == attack) for attack in attacks]
+    sets = [(CLEAN, condition == CLEAN), (ADVERSARIAL, (condition != CLEAN) | clean_nevi)]
+    return sets + [(attack, (condition == attack) | clean_nevi) for attack in attacks]
 
 
 def reader_auc(frame: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
