@@ -102,28 +102,30 @@ def resource_params(wildcards):
     return remote_file(config, wildcards.resource, wildcards.file)
 
 
+# one dict lookup per job (filtering the frame per job would make planning quadratic in the sweep size)
+JOB_INDEX = {
+    (row.dataset, row.classifier, row.attack, row.pid): row
+    for row in JOBS.itertuples(index=False)
+}
+
+
 def job_row(wildcards):
-    rows = JOBS[
-        (JOBS["dataset"] == wildcards.dataset)
-        & (JOBS["classifier"] == wildcards.classifier)
-        & (JOBS["attack"] == wildcards.attack)
-        & (JOBS["pid"] == wildcards.pid)
-    ]
-    if rows.empty:
+    key = (wildcards.dataset, wildcards.classifier, wildcards.attack, wildcards.pid)
+    if key not in JOB_INDEX:
         raise ValueError(f"no configured job for {dict(wildcards)}")
-    return rows.iloc[0]
+    return JOB_INDEX[key]
 
 
 def attack_params(wildcards):
-    return job_row(wildcards)["params"]
+    return job_row(wildcards).params
 
 
 def attack_grid(wildcards):
-    return job_row(wildcards)["grid"]
+    return job_row(wildcards).grid
 
 
 def attack_clusters(wildcards):
-    return job_row(wildcards)["clusters"]
+    return job_row(wildcards).clusters
 
 
 def attack_results(wildcards):
