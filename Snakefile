@@ -30,3 +30,28 @@ rule all:
 rule only_train:
     input:
         model_targets(),
+
+
+onerror:
+    # a failed run (say with --keep-going) still writes the attack tables, failed jobs as status rows
+    from vulnbench.stages import write_failed_tables
+
+    write_failed_tables(
+        JOBS,
+        IMG_JOBS,
+        {
+            "attack": {
+                "result": rules.run_attack.output.result,
+                "log_file": rules.run_attack.log[0],
+                "inputs": list(rules.run_attack.input),
+                "table": rules.aggregate_attack.output[0],
+            },
+            "img_attack": {
+                "result": rules.image_attack.output.result,
+                "log_file": rules.image_attack.log[0],
+                "inputs": list(rules.image_attack.input),
+                "table": rules.img_attack_table.output.table,
+                "records": rules.img_attack_table.output.records,
+            },
+        },
+    )

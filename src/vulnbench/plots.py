@@ -17,10 +17,13 @@ from vulnbench.io import atomic_path
 
 def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: str,
                   xlabel: str = "modification mode") -> None:
-    """Clusters × modes heatmap of `value`, one panel per (dataset, classifier); failed cells marked ✗."""
+    """Clusters × modes heatmap of `value`, one panel per (dataset, classifier); failed cells marked ✗, cells of a
+    job that failed as a whole (a row without cluster, written after a failed run) marked !."""
+    table = table.reindex(columns=list(dict.fromkeys([*table.columns, "cluster", value])))
+    whole_jobs = table[table["cluster"].isna() & (table["status"] != "ok")]
     panels = table.groupby(["dataset", "classifier"], sort=True)
     n = panels.ngroups
-    clusters = sorted(table["cluster"].unique())
+    clusters = sorted(table["cluster"].dropna().astype(str).unique()) or ["(all clusters)"]
     modes = list(dict.fromkeys(table["mode"]))
     width = max(4.0, 0.9 * len(modes) + 2.5)
     height = max(3.0, 0.38 * len(clusters) + 1.8)
@@ -35,11 +38,16 @@ def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: st
         grid = grid.where(grid >= 0)  # -1 = nothing found: shown as "–"
         status = frame.pivot_table(index="cluster", columns="mode", values="status", aggfunc="first")
         status = status.reindex(index=clusters, columns=modes)
+        failed_jobs = whole_jobs[(whole_jobs["dataset"] == dataset) & (whole_jobs["classifier"] == classifier)]
+        for mode in failed_jobs["mode"]:
+            status[mode] = status[mode].where(status[mode].notna(), "job failed")
         image = ax.imshow(grid.to_numpy(dtype=float), cmap="YlOrRd", norm=norm, aspect="auto")
         for i, j in np.ndindex(grid.shape):
             cell, state = grid.iat[i, j], status.iat[i, j]
             if state == "failed":
                 text, colour = "✗", "black"
+            elif state == "job failed":
+                text, colour = "!", "red"
             elif pd.isna(cell):
                 text, colour = "–", "grey"
             else:
@@ -51,8 +59,19 @@ def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: st
         ax.set_xlabel(xlabel)
     axes[0][0].set_ylabel("attacked cluster")
     fig.colorbar(image, ax=axes[0].tolist(), label=value.replace("_", " ") + " (log scale)", shrink=0.8)
-    fig.suptitle(title)
+    note = "\n! : the job failed or did not run (see the table's reason column)" if len(whole_jobs) else ""
+    fig.suptitle(title + note, y=1.0, va="bottom")  # above the panel titles, whatever the figure's height
     _save(fig, output)
+
+
+def _ok_rows(table: pd.DataFrame, figure: str) -> pd.DataFrame:
+    """The rows with a result; a figure of none is an error naming the figure, not an IndexError."""
+    from vulnbench.errors import DataError
+
+    ok = table[table["status"] == "ok"].copy()
+    if ok.empty:
+        raise DataError(f"figure {figure}: no row of the table has status ok (see its reason column)")
+    return ok
 
 
 def _panels(table: pd.DataFrame, title: str, height: float = 3.6):
@@ -70,7 +89,7 @@ def _save(fig: plt.Figure, output: str | Path) -> None:
 
 def cgd_genes_needed(table: pd.DataFrame, output: str | Path) -> None:
     """Genes CGD modified before the cluster switched, against the step size; a cross: never switched."""
-    table = table[table["status"] == "ok"].copy()
+    table = _ok_rows(table, "cgd genes_needed")
     same = bool((table["alpha"] == table["epsilon"]).all())
     table["step"] = table["alpha"] if same else table["alpha"].astype(str) + " / " + table["epsilon"].astype(str)
     fig, axes, groups = _panels(table, "CGD: genes modified until the cluster switches label")
@@ -96,7 +115,7 @@ def cgd_trajectory(table: pd.DataFrame, output: str | Path) -> None:
     """
     import json
 
-    table = table[table["status"] == "ok"].copy()
+    table = _ok_rows(table, "cgd trajectory")
     strongest = (table["alpha"] + table["epsilon"]).max()
     table = table[(table["alpha"] + table["epsilon"]) == strongest]
     alpha, epsilon = table["alpha"].iloc[0], table["epsilon"].iloc[0]

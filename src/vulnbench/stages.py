@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -156,19 +157,22 @@ def mode_label(grid: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={format_value(v)}" for k, v in grid.items())
 
 
+def job_columns(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity and parameter columns of one attack job (a result.json payload or a planned job)."""
+    params = job.get("params") or {}
+    return {"dataset": job["dataset"], "classifier": job["classifier"], "attack": job["attack"], "pid": job["pid"],
+            "params": ";".join(f"{k}={v}" for k, v in sorted(params.items())),
+            "mode": mode_label(job.get("grid") or {}),
+            **{f"param_{k}": v for k, v in params.items() if not isinstance(v, list | dict)}}
+
+
 def collect_results(paths: Sequence[str | Path]) -> pd.DataFrame:
     """Long table: one row per (job, cluster), identity and parameters first."""
     rows = []
     for path in paths:
         payload = read_json(path)
-        params = payload.get("params", {})
-        for record in payload.get("records", []):
-            rows.append({"dataset": payload["dataset"], "classifier": payload["classifier"],
-                         "attack": payload["attack"], "pid": payload["pid"],
-                         "params": ";".join(f"{k}={v}" for k, v in sorted(params.items())),
-                         "mode": mode_label(payload.get("grid", {})),
-                         **{f"param_{k}": v for k, v in params.items() if not isinstance(v, list | dict)},
-                         **record})
+        identity = job_columns(payload)
+        rows.extend({**identity, **record} for record in payload.get("records", []))
     return pd.DataFrame(rows)
 
 
@@ -187,3 +191,110 @@ def run_metrics_table(metrics: Sequence[str | Path], output: str | Path) -> None
     rows = [{k: v for k, v in read_json(p).items() if k not in ("params", "versions", "f1_per_class", "label_map")}
             for p in metrics]
     write_table(output, pd.DataFrame(rows))
+
+
+# -- after a failed run ----------------------------------------------------------------------------------------------
+#: status of a planned job that left no result: it ran and failed (or was killed), or it never ran
+JOB_FAILED, JOB_NOT_RUN = "job_failed", "job_not_run"
+
+
+def missing_job_status(log_file: str | Path, inputs: Sequence[str | Path]) -> dict[str, str]:
+    """Status and reason of a planned job without a result, naming where to look: its log or its missing input."""
+    absent = [str(p) for p in inputs if not Path(p).exists()]
+    if absent:
+        return {"status": JOB_NOT_RUN, "reason": f"not run: its input {absent[0]} is missing (an upstream job failed)"}
+    log_file = Path(log_file)
+    if not log_file.is_file():
+        return {"status": JOB_NOT_RUN, "reason": f"not run: the run stopped before it (no {log_file})"}
+    lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    detail = last.removeprefix("vulnbench error: ") if last.startswith("vulnbench error: ") else "failed or was killed"
+    return {"status": JOB_FAILED, "reason": f"{detail} (log: {log_file})"}
+
+
+def planned_results(jobs: pd.DataFrame, wildcards: Mapping[str, str], result: str, log_file: str,
+                    inputs: Sequence[str]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Split planned jobs into the result files that exist and, for the others, the job row plus its status.
+
+    `result`, `log_file` and `inputs` are the rule's patterns; `wildcards` maps each wildcard to its `jobs` column.
+    """
+    present: list[Path] = []
+    missing: list[dict[str, Any]] = []
+    for job in jobs.to_dict("records"):
+        names = {wildcard: job[column] for wildcard, column in wildcards.items()}
+        path = Path(result.format(**names))
+        if path.is_file():
+            present.append(path)
+        else:
+            missing.append({**job, **missing_job_status(log_file.format(**names),
+                                                        [p.format(**names) for p in inputs])})
+    return present, missing
+
+
+def any_job_ran(present: Sequence[Path], missing: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a table's jobs were reached at all: one left a result or failed. A table that none reached (its arm
+    was not a target of the run, or its data never got prepared) is not written after a failed run."""
+    return bool(present) or any(job["status"] != JOB_NOT_RUN for job in missing)
+
+
+#: modification time of a table written after a failed run (1970-01-02): older than any input and any script
+PLACEHOLDER_MTIME_NS = 86_400 * 10**9
+
+
+def write_placeholder_table(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write a table in place of a rule's output after a failed run, dated 1970 so the next run rebuilds it.
+
+    Snakemake regenerates a missing result only when the rule that consumes it must rerun, and it would take this
+    table for up to date: its inputs' checksums can match an earlier successful run, or no input may exist at all.
+    An output older than its rule's script (the `code` rerun trigger) or than an input (`mtime`) is rebuilt, with
+    or without metadata; both triggers are Snakemake's defaults and the profiles' setting.
+    """
+    from vulnbench.io import write_table
+
+    write_table(path, frame)
+    os.utime(path, ns=(PLACEHOLDER_MTIME_NS, PLACEHOLDER_MTIME_NS))
+
+
+def write_failed_attack_tables(jobs: pd.DataFrame, result: str, log_file: str, inputs: Sequence[str],
+                               table: str) -> list[Path]:
+    """Each attack table whose results are incomplete: the results that exist plus one status row per missing job.
+
+    Called when a run ends with errors (Snakemake's `onerror`), where the aggregate rule could not run, so that
+    a `--keep-going` run shows its failed cells instead of tables that silently lack them.
+    """
+    written = []
+    wildcards = {"dataset": "dataset", "classifier": "classifier", "attack": "attack", "pid": "pid"}
+    for attack, group in jobs.groupby("attack", sort=True):
+        present, missing = planned_results(group, wildcards, result, log_file, inputs)
+        if not missing or not any_job_ran(present, missing):
+            continue
+        failed = pd.DataFrame([{**job_columns(job), "status": job["status"], "reason": job["reason"]}
+                               for job in missing])
+        frames = [frame for frame in (collect_results(present), failed) if not frame.empty]
+        out = Path(table.format(attack=attack))
+        write_placeholder_table(out, pd.concat(frames, ignore_index=True))
+        written.append(out)
+    return written
+
+
+def write_failed_tables(jobs: pd.DataFrame, image_jobs: pd.DataFrame, patterns: Mapping[str, Any]) -> None:
+    """Snakemake's `onerror`: the attack tables of both arms with failed jobs as status rows.
+
+    `patterns` holds the rules' file patterns (see the Snakefile). A problem here is printed, never raised: it
+    must not hide the error that ended the run.
+    """
+    import sys
+
+    from vulnbench.img.stages import write_failed_img_attack_table
+
+    written: list[Path] = []
+    try:
+        if not jobs.empty:
+            written += write_failed_attack_tables(jobs, **patterns["attack"])
+        if not image_jobs.empty:
+            written += write_failed_img_attack_table(image_jobs, **patterns["img_attack"])
+    except Exception as exc:  # reporting only: the run has already failed
+        print(f"vulnbench: could not write the tables of failed jobs: {type(exc).__name__}: {exc}", file=sys.stderr)
+    for path in written:
+        print(f"vulnbench: {path} lists the failed jobs (status {JOB_FAILED} / {JOB_NOT_RUN}); the next run "
+              "rebuilds it", file=sys.stderr)

@@ -44,8 +44,11 @@ def _job_label(row: pd.Series) -> str:
 
 
 def plot_attacks(table: pd.DataFrame, out: str | Path) -> None:
-    """Grouped bars: one group per attack job, one bar per model, error bars = Clopper–Pearson 95 %."""
-    frame = table.copy()
+    """Grouped bars: one group per attack job, one bar per model, error bars = Clopper–Pearson 95 %; a job that
+    failed as a whole (a status row written after a failed run) is marked ✗ instead of a bar."""
+    frame = table.reindex(columns=list(dict.fromkeys([*table.columns, "status", "success_rate", "success_lo",
+                                                       "success_hi", "n_success", "n_attacked"])))
+    frame["status"] = frame["status"].fillna("ok")
     frame["job"] = frame.apply(_job_label, axis=1)
     jobs = list(dict.fromkeys(sorted(frame["job"], key=lambda j: (ATTACK_ORDER.index(j.split()[0])
                                                                    if j.split()[0] in ATTACK_ORDER else 9, j))))
@@ -59,13 +62,16 @@ def plot_attacks(table: pd.DataFrame, out: str | Path) -> None:
         high = sub["success_hi"].to_numpy(dtype=float) - rate
         x = np.arange(len(jobs)) + (k - (len(models) - 1) / 2) * width
         ax.bar(x, rate, width, label=model, yerr=np.nan_to_num(np.vstack([low, high])), capsize=2)
-        for xi, n_ok, n in zip(x, sub["n_success"], sub["n_attacked"], strict=True):
-            if pd.notna(n):  # "0/0": the model classified none of the melanomas correctly, nothing to attack
+        for xi, n_ok, n, status in zip(x, sub["n_success"], sub["n_attacked"], sub["status"], strict=True):
+            if pd.notna(status) and status != "ok":
+                ax.text(xi, 0.01, "✗", ha="center", va="bottom", fontsize=9, color="red")
+            elif pd.notna(n):  # "0/0": the model classified none of the melanomas correctly, nothing to attack
                 ax.text(xi, 1.02, f"{int(n_ok)}/{int(n)}", ha="center", va="bottom", fontsize=6, rotation=90)
     ax.set_xticks(np.arange(len(jobs)), jobs, rotation=35, ha="right", fontsize=8)
     ax.set_ylim(0, 1.18)
     ax.set_ylabel("successful attacks / attacked melanomas")
-    ax.set_title("Attacks that turned a correctly classified melanoma into 'nevus'")
+    failed = " (✗: the job failed or did not run)" if (frame["status"] != "ok").any() else ""
+    ax.set_title("Attacks that turned a correctly classified melanoma into 'nevus'" + failed)
     ax.legend(title="model", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, out)
 

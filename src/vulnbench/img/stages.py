@@ -50,7 +50,7 @@ def read_split(manifest: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 
 
 # -- models ----------------------------------------------------------------------------------------------------------
-def load_image_model(path: str | Path) -> Any:
+def load_image_model(path: str | Path, device: str = "cpu") -> Any:
     """A trained torch model, or the external black box an `onnx` entry points at (a small JSON file)."""
     from vulnbench.img.models import TorchImageModel, build_image_model
 
@@ -65,7 +65,7 @@ def load_image_model(path: str | Path) -> Any:
         if spec.get("format") != EXTERNAL_FORMAT:
             raise DataError(f"model file {path}: not a vulnbench model ({EXTERNAL_FORMAT})")
         return build_image_model(spec["architecture"], **spec["params"])
-    return TorchImageModel.load(path)
+    return TorchImageModel.load(path, device=device)
 
 
 def run_train_image_model(manifest: str | Path, model_name: str, settings: Mapping[str, Any], out_model: str | Path,
@@ -85,7 +85,8 @@ def run_train_image_model(manifest: str | Path, model_name: str, settings: Mappi
         val_x, val_y, _ = read_split(manifest, "val")
         model = train_image_model(settings["architecture"], train_x, train_y, val_x, val_y,
                                   image_size=int(train_x.shape[1]), model_params=settings["model"],
-                                  seed=int(settings["seed"]), threads=threads, log=log, **settings["train"])
+                                  seed=int(settings["seed"]), threads=threads, log=log,
+                                  device=settings.get("device", "cpu"), **settings["train"])
         model.save(out_model)
         history = list(model.history)
     test_x, test_y, frame = read_split(manifest, "test")
@@ -134,7 +135,7 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
 
     use_threads(threads)  # torch would otherwise take every core, oversubscribing the scheduler's parallel jobs
     started = time.perf_counter()
-    model = load_image_model(model_path)
+    model = load_image_model(model_path, settings.get("device", "cpu"))
     images, labels, frame = attack_set(manifest, settings.get("max_attack_images"))
     if attack == "fgsm":
         records, adversarials = _fgsm_records(model, images, params, fgsm)
@@ -230,7 +231,7 @@ def run_systematic(manifest: str | Path, model_path: str | Path, model_name: str
     from vulnbench.stages import use_threads
 
     use_threads(threads)
-    model = load_image_model(model_path)
+    model = load_image_model(model_path, settings.get("device", "cpu"))
     images, labels, _ = read_split(manifest, "test")
     truth = labels == "melanoma"
     rows = []
@@ -259,19 +260,44 @@ def run_img_metrics_table(metrics_files: Sequence[str | Path], out_table: str | 
     write_table(out_table, pd.DataFrame(rows))
 
 
-def run_img_attack_table(result_files: Sequence[str | Path], out_table: str | Path, out_records: str | Path) -> None:
+def img_attack_tables(result_files: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Supplementary Table 2: successful attacks per attack × model (one row per job), plus every image's record."""
     rows, records = [], []
     for path in result_files:
         parts = Path(path).parts  # results/img/attacks/{dataset}/{model}/{attack}/{pid}/result.json
         dataset, model, attack, pid = parts[-5], parts[-4], parts[-3], parts[-2]
         entry = read_json(path)
-        rows.append({"dataset": dataset, "model": model, "attack": attack, "pid": pid, **entry["summary"]})
+        rows.append({"dataset": dataset, "model": model, "attack": attack, "pid": pid, **entry["summary"],
+                     "status": "ok", "reason": ""})
         records.extend({"dataset": dataset, "model": model, "attack": attack, "pid": pid, **r,
                         "params": None if r.get("params") is None else ",".join(f"{v:g}" for v in r["params"])}
                        for r in entry["records"])
-    write_table(out_table, pd.DataFrame(rows))
-    write_table(out_records, pd.DataFrame(records))
+    return pd.DataFrame(rows), pd.DataFrame(records)
+
+
+def run_img_attack_table(result_files: Sequence[str | Path], out_table: str | Path, out_records: str | Path) -> None:
+    table, records = img_attack_tables(result_files)
+    write_table(out_table, table)
+    write_table(out_records, records)
+
+
+def write_failed_img_attack_table(jobs: pd.DataFrame, result: str, log_file: str, inputs: Sequence[str],
+                                  table: str, records: str) -> list[Path]:
+    """After a failed run: the attack table from the results that exist plus one status row per missing job
+    (and the records of the existing results), as `vulnbench.stages.write_failed_attack_tables` for the sc arm."""
+    from vulnbench.stages import any_job_ran, planned_results, write_placeholder_table
+
+    wildcards = {"img_dataset": "dataset", "img_model": "model", "img_attack": "attack", "pid": "pid"}
+    present, missing = planned_results(jobs, wildcards, result, log_file, inputs)
+    if not missing or not any_job_ran(present, missing):
+        return []
+    done, done_records = img_attack_tables(present)
+    failed = pd.DataFrame([{key: job[key] for key in ("dataset", "model", "attack", "pid", "status", "reason")}
+                           for job in missing])
+    frame = pd.concat([f for f in (done, failed) if not f.empty], ignore_index=True)
+    write_placeholder_table(table, frame)
+    write_placeholder_table(records, done_records)
+    return [Path(table)]
 
 
 def run_img_perturbation_table(tables: Sequence[str | Path], out_table: str | Path) -> None:

@@ -138,8 +138,10 @@ class PerCellClassifier:
         try:
             with open(path, "rb") as fh:
                 model = pickle.load(fh)
-        except (OSError, pickle.UnpicklingError, EOFError) as exc:
-            raise DataError(f"cannot read model file {path}: {exc}") from None
+        # a corrupt or truncated file raises any of these (unpickling runs its bytes as a program)
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError, ArithmeticError, LookupError, TypeError,
+                AttributeError, ImportError) as exc:
+            raise DataError(f"cannot read model file {path}: {type(exc).__name__}: {exc}") from None
         if not isinstance(model, cls):
             raise DataError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
