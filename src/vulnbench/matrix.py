@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import inspect
 import itertools
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,26 @@ CLASSIFIER_KEYS = ("label_map",)
 #: attack keys besides the parameter grid
 ATTACK_KEYS = ("grid", "params", "clusters", "classifiers")
 PID_MAX = 80
+
+#: sizes, step counts and step sizes, wherever they appear (dataset, classifier, attack, image arm): name → kind.
+#: A negative or zero budget would otherwise surface only inside a job (or silently do nothing), so the config
+#: check rejects it up front, naming the key.
+BUDGETS: dict[str, str] = {
+    **dict.fromkeys(("n_cells", "n_genes", "n_types", "epochs", "batch_size", "n_estimators", "min_samples_leaf",
+                     "first_dichot", "max_split_size", "first_batch", "max_passes", "max_combinations",
+                     "max_cells_per_type", "de_n", "retries", "n_images", "max_images", "max_generations",
+                     "n_pixels", "popsize", "cgd_genes", "max_attack_images"), "count"),
+    **dict.fromkeys(("n_markers", "walk_length", "while_max_count"), "count0"),
+    **dict.fromkeys(("learning_rate", "lr", "fold_change", "dispersion", "mean_count", "timeout", "C",
+                     "fc_thresh"), "positive"),
+    **dict.fromkeys(("alpha", "epsilon", "slope_margin", "min_mean_diff", "tune_thresh", "aux_weight", "momentum",
+                     "delta", "max_translation"), "non-negative"),
+}
+#: budgets whose null means "no limit" or "the method's default"
+NULLABLE_BUDGETS = frozenset({"max_cells_per_type", "de_n", "max_images", "popsize", "max_translation",
+                              "max_attack_images"})
+_BUDGET_TEXT = {"count": "a positive integer", "count0": "an integer ≥ 0", "positive": "a number > 0",
+                "non-negative": "a number ≥ 0"}
 
 
 def format_value(value: Any) -> str:
@@ -60,6 +81,24 @@ def check_params(owner: str, params: Mapping[str, Any], target: Any = None, extr
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{owner}: unknown parameter {key!r} (allowed: {', '.join(sorted(allowed))}){hint}")
+
+
+def check_budgets(owner: str, params: Mapping[str, Any]) -> None:
+    """Every size/step parameter of `params` (see BUDGETS) is a finite number in range; else a one-line error."""
+    for key, value in params.items():
+        kind = BUDGETS.get(str(key))
+        if kind is None or (value is None and key in NULLABLE_BUDGETS):
+            continue
+        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+        valid = number and math.isfinite(value) and {
+            "count": lambda v: v >= 1 and v == int(v),
+            "count0": lambda v: v >= 0 and v == int(v),
+            "positive": lambda v: v > 0,
+            "non-negative": lambda v: v >= 0,
+        }[kind](value)
+        if not valid:
+            limit = " or null" if key in NULLABLE_BUDGETS else ""
+            raise ConfigError(f"{owner}: {key} must be {_BUDGET_TEXT[kind]}{limit}, got {value!r}")
 
 
 def signature_defaults(target: Any) -> dict[str, Any]:
@@ -96,10 +135,16 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
         if name not in DATASETS:
             raise ConfigError(f"config datasets: {DATASETS.unknown_message(name)}")
         check_params(f"dataset {name!r}", params, DATASETS.get(name), extra=SPLIT_KEYS)
+        check_budgets(f"dataset {name!r}", params)
+        loader = DATASETS.get(name)(**{k: v for k, v in params.items() if k not in SPLIT_KEYS})
+        for file in loader.input_files():
+            if not file.is_file():
+                raise ConfigError(f"dataset {name!r}: input file not found: {file}")
     for name, params in _section(config, "classifiers").items():
         if name not in CLASSIFIERS:
             raise ConfigError(f"config classifiers: {CLASSIFIERS.unknown_message(name)}")
         check_params(f"classifier {name!r}", params, CLASSIFIERS.get(name), extra=CLASSIFIER_KEYS)
+        check_budgets(f"classifier {name!r}", params)
         if not isinstance(params.get("label_map", {}), Mapping):
             raise ConfigError(f"classifier {name!r}: label_map must map predicted labels to dataset labels")
         if params.get("backend") == "r":  # R or its packages missing: say so now, before any job runs
@@ -113,6 +158,7 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
         from vulnbench.sc.detectability import detectability_parameters
 
         check_params("detectability params", detect.get("params") or {}, extra=detectability_parameters())
+        check_budgets("detectability params", detect.get("params") or {})
     for resource, files in (config.get("resources") or {}).items():
         for file in files or {}:
             remote_file(config, resource, file)
@@ -141,6 +187,11 @@ def check_grid(owner: str, grid: Mapping[str, Any], params: Mapping[str, Any], a
             raise ConfigError(f"{owner} grid: every value of tied keys {key!r} must be a list of {width}")
     for key in set(grid_keys) & set(params):
         raise ConfigError(f"{owner}: {key!r} is both in grid and params")
+    check_budgets(f"{owner} params", params)
+    for key, values in grid.items():
+        names = tied_keys(key)
+        for value in values:
+            check_budgets(f"{owner} grid", dict(zip(names, value if len(names) > 1 else [value], strict=True)))
 
 
 def _validate_schema(config: Mapping[str, Any], schema: str | Path) -> None:

@@ -108,3 +108,55 @@ def test_prepared_file_round_trips(tmp_path) -> None:
     (tmp_path / "broken.h5ad").write_bytes(b"not an h5ad file")
     with pytest.raises(DataError, match="cannot read prepared dataset"):
         read_prepared(tmp_path / "broken.h5ad")
+
+
+def _user_anndata(n_per_type: int = 20, n_genes: int = 30) -> ad.AnnData:
+    """A user's AnnData: raw counts in X, a log-normalised copy in a layer, extra obs columns, sparse X."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(4)
+    types = np.repeat(["B", "NK", "T"], n_per_type)
+    counts = rng.poisson(2.0, (len(types), n_genes)).astype(np.float32) + 1
+    obs = pd.DataFrame({"cell_type": pd.Categorical(types), "batch": "b1"},
+                       index=[f"cell{i}" for i in range(len(types))])
+    adata = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=[f"G{j}" for j in range(n_genes)]))
+    adata.layers["lognorm"] = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
+    return adata
+
+
+def test_h5ad_loads_a_user_file_with_its_labels_and_detects_counts(tmp_path) -> None:
+    original = _user_anndata()
+    original = original[np.random.default_rng(0).permutation(original.n_obs)].copy()  # labels not in blocks
+    path = tmp_path / "mine.h5ad"
+    original.write_h5ad(path)
+    adata = get("h5ad", path=str(path)).load()
+    assert adata.shape == original.shape and list(adata.obs_names) == list(original.obs_names)
+    assert (adata.obs["label"].astype(str) == original.obs["cell_type"].astype(str)).all()
+    assert adata.uns["normalised"] is False  # non-negative integers → raw counts
+    np.testing.assert_array_equal(adata.X.toarray(), original.X.toarray())
+    lognorm = get("h5ad", path=str(path), layer="lognorm").load()
+    assert lognorm.uns["normalised"] is True  # fractional values → already log-normalised
+    np.testing.assert_allclose(np.asarray(lognorm.X), original.layers["lognorm"])
+    forced = get("h5ad", path=str(path), normalised=True).load()
+    assert forced.uns["normalised"] is True
+    by_batch = get("h5ad", path=str(path), label_column="batch").load()
+    assert set(by_batch.obs["label"]) == {"b1"}
+    prepared = prepare(adata, test_size=0.5, seed=0)
+    assert set(prepared.obs["label"]) == {"B", "NK", "T"} and set(prepared.obs["split"]) == {"train", "test"}
+
+
+def test_h5ad_errors_name_the_file_and_what_is_missing(tmp_path) -> None:
+    path = tmp_path / "mine.h5ad"
+    _user_anndata().write_h5ad(path)
+    with pytest.raises(DataError, match=r"no label column 'celltype' in obs \(columns: cell_type, batch\)"):
+        get("h5ad", path=str(path), label_column="celltype").load()
+    with pytest.raises(DataError, match=r"no layer 'counts' \(layers: lognorm\)"):
+        get("h5ad", path=str(path), layer="counts").load()
+    with pytest.raises(DataError, match=r"h5ad file not found: .*absent\.h5ad"):
+        get("h5ad", path=str(tmp_path / "absent.h5ad")).load()
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DataError, match=r"cannot read h5ad file .*mine\.h5ad: truncated") as info:
+        get("h5ad", path=str(path)).load()
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="set path"):
+        get("h5ad")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from vulnbench.errors import ConfigError
-from vulnbench.matrix import build, format_value, make_pid, validate_config
+from vulnbench.matrix import build, check_budgets, format_value, make_pid, validate_config
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -85,3 +86,27 @@ def test_an_attack_can_be_restricted_to_some_classifiers() -> None:
     config["attacks"]["single_gene"]["classifiers"] = ["scfr"]
     with pytest.raises(ConfigError, match="classifier 'scfr' is not configured"):
         validate_config(config, schema=SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"n_genes": 0}, "n_genes must be a positive integer, got 0"),
+        ({"epochs": 2.5}, "epochs must be a positive integer, got 2.5"),
+        ({"first_dichot": True}, "first_dichot must be a positive integer"),
+        ({"walk_length": -1}, "walk_length must be an integer ≥ 0"),
+        ({"learning_rate": 0.0}, "learning_rate must be a number > 0"),
+        ({"alpha": float("nan")}, "alpha must be a number ≥ 0"),
+        ({"epsilon": "big"}, "epsilon must be a number ≥ 0"),
+        ({"epochs": None}, "epochs must be a positive integer, got None"),
+        ({"de_n": -3}, "de_n must be a positive integer or null"),
+    ],
+)
+def test_negative_or_zero_budgets_are_named(params: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^owner: {message}"):
+        check_budgets("owner", params)
+
+
+def test_valid_budgets_and_other_keys_pass() -> None:
+    check_budgets("owner", {"walk_length": 0, "epsilon": 0.0, "de_n": None, "popsize": None, "n_jobs": -1,
+                            "seed": 0, "epochs": 3.0, "n_genes": np.int64(5), "method": "perc99"})

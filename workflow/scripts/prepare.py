@@ -4,5 +4,5 @@ from vulnbench.stages import run_prepare
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):
-    archive = sm.input[0] if len(sm.input) else None
+    archive = sm.input.archive[0] if len(sm.input.archive) else None
     run_prepare(sm.wildcards.dataset, sm.params.dataset, sm.params.split, archive, sm.output[0])

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from vulnbench.errors import DataError
+from vulnbench.errors import ConfigError, DataError
 from vulnbench.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,10 @@ class Dataset:
 
     def load(self, archive: Path | None = None) -> ad.AnnData:
         raise NotImplementedError
+
+    def input_files(self) -> list[Path]:
+        """User files `load` reads: the prepare rule lists them as inputs, so editing one reruns it."""
+        return []
 
 
 def get(name: str, **params: Any) -> Dataset:
@@ -146,6 +150,96 @@ def read_label_file(path: str | Path, column: str) -> pd.Series:
     if labels.index.has_duplicates:
         raise DataError(f"duplicated cell barcode(s) in {path}: {labels.index[labels.index.duplicated()][0]}")
     return labels.astype(str)
+
+
+@DATASETS.register("h5ad")
+class H5ad(Dataset):
+    """The user's own AnnData file: labels from an obs column, expression from X or a layer.
+
+    `normalised=None` autodetects: a matrix of non-negative integers is raw counts (log-normalised in
+    `prepare`), anything else is taken as already log-normalised. Set it explicitly when that guess is wrong
+    (e.g. integer-rounded normalised values). Only X (or the layer), the cell and gene names and the labels
+    are kept; other obs/var columns, obsm and uns are dropped.
+    """
+
+    name = "h5ad"
+
+    def __init__(self, path: str | None = None, label_column: str = "cell_type", layer: str | None = None,
+                 normalised: bool | None = None) -> None:
+        if not path:
+            raise ConfigError("dataset 'h5ad': set path to the .h5ad file to load")
+        if normalised not in (None, True, False):
+            raise ConfigError(f"dataset 'h5ad': normalised must be true, false or null (autodetect), "
+                              f"got {normalised!r}")
+        self.path = str(path)
+        self.label_column = label_column
+        self.layer = layer
+        self.normalised = normalised
+
+    def input_files(self) -> list[Path]:
+        return [Path(self.path)]
+
+    def load(self, archive: Path | None = None) -> ad.AnnData:
+        from vulnbench.data.prepare import check_cell_names
+        from vulnbench.sc.expression import as_expression
+
+        path = Path(self.path)
+        if not path.is_file():
+            raise DataError(f"h5ad file not found: {path}")
+        full = read_h5ad_file(path)
+        if not full.n_obs or not full.n_vars:
+            raise DataError(f"{path}: no expression matrix ({full.n_obs} cells × {full.n_vars} genes)")
+        if self.label_column not in full.obs:
+            raise DataError(f"{path}: no label column {self.label_column!r} in obs "
+                            f"(columns: {', '.join(map(str, full.obs.columns)) or 'none'}); set label_column")
+        labels = full.obs[self.label_column]
+        empty = labels.isna().to_numpy() | (labels.astype(str).str.strip() == "").to_numpy()
+        if empty.any():
+            raise DataError(f"{path}: label column {self.label_column!r} has {int(empty.sum())} missing or empty "
+                            f"label(s), e.g. cell {full.obs_names[np.flatnonzero(empty)[0]]!r}")
+        if self.layer is None:
+            matrix = full.X
+        elif self.layer in full.layers:
+            matrix = full.layers[self.layer]
+        else:
+            raise DataError(f"{path}: no layer {self.layer!r} (layers: {', '.join(full.layers) or 'none'})")
+        adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=full.obs_names), var=pd.DataFrame(index=full.var_names))
+        try:
+            expression = as_expression(adata)  # non-numeric, NaN / Inf, duplicated genes
+            check_cell_names(adata)
+        except DataError as error:
+            raise DataError(f"{path}: {error}") from None
+        normalised = self.normalised if self.normalised is not None else not is_count_matrix(expression.matrix)
+        log.info("%s: %d cells × %d genes, %s (%s)", path, adata.n_obs, adata.n_vars,
+                 "log-normalised" if normalised else "raw counts",
+                 "as configured" if self.normalised is not None else "autodetected")
+        if sp.issparse(adata.X):
+            adata.X = sp.csr_matrix(adata.X)
+        return with_labels(adata, labels.to_numpy(), normalised=normalised)
+
+
+def read_h5ad_file(path: Path) -> ad.AnnData:
+    """The whole AnnData of a user file; a truncated or foreign file is a one-line DataError naming it."""
+    try:
+        return ad.read_h5ad(path)
+    except MemoryError:
+        raise
+    except Exception as exc:  # h5py and anndata raise many types for a damaged file
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise DataError(f"cannot read h5ad file {path}: truncated, corrupt or not an AnnData file "
+                        f"({type(exc).__name__}{': ' + first if first else ''})") from None
+
+
+def is_count_matrix(matrix: np.ndarray | sp.spmatrix) -> bool:
+    """True when every stored value is a non-negative integer (raw UMI counts), checked in chunks."""
+    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
+    if np.issubdtype(values.dtype, np.integer):
+        return values.size == 0 or bool(values.min() >= 0)
+    for start in range(0, values.size, 1 << 24):
+        chunk = values[start:start + (1 << 24)]
+        if (chunk < 0).any() or (chunk != np.floor(chunk)).any():
+            return False
+    return True
 
 
 @DATASETS.register("synthetic")

@@ -16,6 +16,12 @@ from vulnbench.sc.expression import as_expression
 log = logging.getLogger(__name__)
 
 
+def check_cell_names(adata: ad.AnnData) -> None:
+    """Cells are addressed by name downstream (splits, attacks): a duplicated name would silently merge two."""
+    if adata.obs_names.has_duplicates:
+        raise DataError(f"duplicated cell name(s): {adata.obs_names[adata.obs_names.duplicated()][0]}")
+
+
 def prepare(adata: ad.AnnData, *, test_size: float = 0.5, seed: int = 0, min_cells_per_type: int = 5,
             drop_labels: tuple[str, ...] = ()) -> ad.AnnData:
     """Validate, log-normalise (counts → log1p(CP10k), as Seurat's LogNormalize) and split.
@@ -25,8 +31,7 @@ def prepare(adata: ad.AnnData, *, test_size: float = 0.5, seed: int = 0, min_cel
     if "label" not in adata.obs:
         raise DataError("dataset has no 'label' column in obs")
     as_expression(adata)  # duplicated genes, NaN / Inf, non-numeric values
-    if adata.obs_names.has_duplicates:
-        raise DataError(f"duplicated cell name(s): {adata.obs_names[adata.obs_names.duplicated()][0]}")
+    check_cell_names(adata)
     if not 0 < test_size < 1:
         raise DataError(f"test_size must be between 0 and 1, got {test_size}")
     keep = ~adata.obs["label"].astype(str).isin(drop_labels)
@@ -38,21 +43,28 @@ def prepare(adata: ad.AnnData, *, test_size: float = 0.5, seed: int = 0, min_cel
     keep &= ~adata.obs["label"].astype(str).isin(small.index)
     adata = adata[keep.to_numpy()].copy()
     if adata.obs["label"].nunique() < 2:
-        raise DataError("fewer than two cell types left after filtering")
+        found = ", ".join(f"{k} ({v})" for k, v in counts.items()) or "none"
+        raise DataError(f"fewer than two cell types with at least {min_cells_per_type} cells (min_cells_per_type) "
+                        f"left to classify; cells per type: {found}")
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
     if not adata.uns.get("normalised", False):
         if adata.X.data.size and (adata.X.data < 0).any():
             raise DataError("raw counts contain negative values")
         totals = np.asarray(adata.X.sum(axis=1)).ravel()
         if (totals == 0).any():
-            raise DataError(f"{int((totals == 0).sum())} cells have no counts at all")
+            raise DataError(f"{int((totals == 0).sum())} cell(s) have no counts at all, e.g. "
+                            f"{adata.obs_names[np.flatnonzero(totals == 0)[0]]!r}; remove them first")
         import scanpy as sc
 
         sc.pp.normalize_total(adata, target_sum=1e4)
         sc.pp.log1p(adata)
     adata.uns["normalised"] = True
     labels = adata.obs["label"].astype(str).to_numpy()
-    train, _ = train_test_split(np.arange(adata.n_obs), test_size=test_size, random_state=seed, stratify=labels)
+    try:
+        train, _ = train_test_split(np.arange(adata.n_obs), test_size=test_size, random_state=seed, stratify=labels)
+    except ValueError as exc:  # a split too small to hold one cell of every type
+        raise DataError(f"cannot split {adata.n_obs} cells of {len(np.unique(labels))} types with test_size "
+                        f"{test_size}: {exc}") from None
     split = np.full(adata.n_obs, "test", dtype=object)
     split[train] = "train"
     adata.obs["label"] = pd.Categorical(labels)

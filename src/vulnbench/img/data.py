@@ -218,8 +218,11 @@ class FolderDataset(ImageDataset):
                 labels.append(label)
         if not seen_labels:
             raise DataError(f"{root}: no melanoma/ or nevus/ sub-folder")
-        if not files:
-            raise DataError(f"{root}: the class folders hold no images")
+        for label in CLASSES:  # a model of one class cannot be trained or scored
+            if label not in seen_labels:
+                raise DataError(f"{root}: no {label}/ sub-folder; both melanoma/ and nevus/ (or naevus/) are needed")
+            if label not in labels:
+                raise DataError(f"{seen_labels[label]}: class folder holds no images")
         names = np.array([f.stem for f in files])
         duplicated = pd.Index(names).duplicated()
         if duplicated.any():

@@ -67,12 +67,9 @@ def as_expression(X: ExpressionInput, *, check_finite: bool = True) -> Expressio
         raise DataError(f"unsupported expression type {type(X).__name__}; use AnnData or a cells × genes DataFrame")
     if matrix is None or matrix.ndim != 2:
         raise DataError("expression must be a two-dimensional cells × genes matrix")
-    if sp.issparse(matrix):
-        matrix = sp.csr_matrix(matrix)
-    else:
-        matrix = np.asarray(matrix)
-        if not np.issubdtype(matrix.dtype, np.number):
-            raise DataError(f"expression must be numeric, got dtype {matrix.dtype}")
+    matrix = sp.csr_matrix(matrix) if sp.issparse(matrix) else np.asarray(matrix)
+    if not np.issubdtype(matrix.dtype, np.number) or np.issubdtype(matrix.dtype, np.complexfloating):
+        raise DataError(f"expression must be real numbers, got dtype {matrix.dtype}")
     if genes.has_duplicates:
         dup = genes[genes.duplicated()].unique()[:3]
         raise DataError(f"duplicated gene name(s): {', '.join(map(str, dup))}; make them unique first")
