@@ -103,6 +103,9 @@ rule sc_detectability:
     conda:
         "../../envs/vulnbench.yaml"
     threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         settings=detectability_settings,
     script:

@@ -16,7 +16,8 @@ rule run_attack:
         "../../envs/vulnbench.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 20 * attempt,
     params:
         attack=attack_params,
         grid=attack_grid,

@@ -17,6 +17,7 @@ from vulnbench.img.pipeline import (
     IMAGE_ATTACKS,
     build_image_jobs,
     image_dataset_settings,
+    image_device,
     image_model_settings,
     image_run_settings,
     images_section,
@@ -86,12 +87,29 @@ def dataset_params(wildcards):
     return dataset_settings(config, wildcards.dataset)[0]
 
 
+def dataset_files(wildcards):
+    """The user's own input files (an h5ad dataset's path): inputs, so that editing one reruns the preparation."""
+    loader = DATASETS.get(wildcards.dataset)(**dataset_params(wildcards))
+    return [str(path) for path in loader.input_files()]
+
+
 def split_params(wildcards):
     return dataset_settings(config, wildcards.dataset)[1]
 
 
 def classifier_params(wildcards):
     return classifier_settings(config, wildcards.classifier)
+
+
+def classifier_gpus(wildcards):
+    """1 when the classifier trains on a CUDA device (scmlp `device: cuda`): the cluster then grants a GPU."""
+    device = str(classifier_params(wildcards).get("device", "cpu"))
+    return int(device.startswith("cuda"))
+
+
+def image_gpus(wildcards):
+    """1 when the image arm runs on CUDA (`images: device: cuda`), for training, attacks and perturbations."""
+    return int(image_device(config).startswith("cuda"))
 
 
 def classifier_resources(wildcards):
@@ -188,16 +206,23 @@ def image_run_params(wildcards):
     return image_run_settings(config)
 
 
+# as JOB_INDEX: one dict lookup per image attack job
+IMG_JOB_PARAMS = {
+    (row.dataset, row.model, row.attack, row.pid): row.params
+    for row in IMG_JOBS.itertuples(index=False)
+}
+
+
 def image_attack_params(wildcards):
-    rows = IMG_JOBS[
-        (IMG_JOBS["dataset"] == wildcards.img_dataset)
-        & (IMG_JOBS["model"] == wildcards.img_model)
-        & (IMG_JOBS["attack"] == wildcards.img_attack)
-        & (IMG_JOBS["pid"] == wildcards.pid)
-    ]
-    if rows.empty:
+    key = (
+        wildcards.img_dataset,
+        wildcards.img_model,
+        wildcards.img_attack,
+        wildcards.pid,
+    )
+    if key not in IMG_JOB_PARAMS:
         raise ValueError(f"no configured image job for {dict(wildcards)}")
-    return rows.iloc[0]["params"]
+    return IMG_JOB_PARAMS[key]
 
 
 def image_pairs():

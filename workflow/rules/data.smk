@@ -19,13 +19,17 @@ rule download_dataset:
 
 rule prepare_dataset:
     input:
-        download_input,
+        archive=download_input,
+        files=dataset_files,
     output:
         "results/data/{dataset}/prepared.h5ad",
     log:
         "logs/prepare/{dataset}.log",
     conda:
         "../../envs/vulnbench.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         dataset=dataset_params,
         split=split_params,

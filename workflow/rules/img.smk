@@ -26,6 +26,9 @@ rule prepare_images:
         "logs/img/prepare/{img_dataset}.log",
     conda:
         "../../envs/vulnbench.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         dataset=image_dataset_params,
         prepare=image_prepare_params,
@@ -50,7 +53,9 @@ rule train_image_model:
         "../../envs/vulnbench.yaml"
     threads: 2
     resources:
-        mem_mb=6000,
+        mem_mb=lambda wildcards, attempt: 6000 * attempt,
+        runtime=lambda wildcards, attempt: 720 * attempt,
+        gpu=image_gpus,
     params:
         model=image_model_params,
         code_version=CODE_VERSION,
@@ -75,7 +80,9 @@ rule image_attack:
         "../../envs/vulnbench.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
+        gpu=image_gpus,
     params:
         attack=image_attack_params,
         settings=image_run_params,
@@ -94,6 +101,10 @@ rule image_perturbations:
         "logs/img/perturbations/{img_dataset}/{img_model}.log",
     conda:
         "../../envs/vulnbench.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+        gpu=image_gpus,
     params:
         settings=image_run_params,
         code_version=CODE_VERSION,

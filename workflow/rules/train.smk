@@ -16,7 +16,9 @@ rule train_classifier:
         "../../envs/vulnbench.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+        gpu=classifier_gpus,
     params:
         classifier=classifier_params,
         code_version=CODE_VERSION,

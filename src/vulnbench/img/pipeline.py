@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from vulnbench.errors import ConfigError
-from vulnbench.matrix import check_grid, check_params, grid_cells, signature_defaults
+from vulnbench.matrix import check_budgets, check_grid, check_params, grid_cells, signature_defaults
 from vulnbench.registry import Registry
 
 #: dataset keys that configure preparation (resize + grouped split), not the loader
@@ -30,7 +30,7 @@ PREPARE_KEYS = {"image_size": 299, "resize": "crop", "val_fraction": 0.15, "test
 #: model keys that configure the pipeline, not the network
 MODEL_KEYS = ("architecture",)
 ATTACK_KEYS = ("grid", "params", "models")
-SECTION_KEYS = ("datasets", "models", "attacks", "max_attack_images", "systematic", "reader_study")
+SECTION_KEYS = ("datasets", "models", "attacks", "max_attack_images", "systematic", "reader_study", "device")
 #: training settings `train_image_model` takes from a model entry (the rest are the architecture's parameters)
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "aux_weight", "color_jitter", "crop_scale", "weights")
 
@@ -103,6 +103,7 @@ def validate_images_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config images datasets: {IMAGE_DATASETS.unknown_message(name)}")
         loader_keys = set(signature_defaults(IMAGE_DATASETS.get(name))) - {"image_size"}
         check_params(f"image dataset {name!r}", entry, extra=loader_keys | set(PREPARE_KEYS))
+        check_budgets(f"image dataset {name!r}", entry)
     train_allowed = set(TRAIN_KEYS) & set(signature_defaults(train_image_model))
     for name, entry in _entries(section, "models").items():
         architecture = architecture_of(name, entry)
@@ -112,6 +113,7 @@ def validate_images_config(config: Mapping[str, Any]) -> None:
         model_keys = set(inspect.signature(builder).parameters) - {"image_size", "weights", "seed", "device"}
         allowed = set(MODEL_KEYS) | model_keys | (set() if is_black_box(architecture) else train_allowed)
         check_params(f"image model {name!r}", entry, extra=allowed)
+        check_budgets(f"image model {name!r}", entry)
     models = _entries(section, "models")
     for name, entry in _entries(section, "attacks").items():
         if name not in IMAGE_ATTACKS:
@@ -125,6 +127,9 @@ def validate_images_config(config: Mapping[str, Any]) -> None:
     from vulnbench.reader.stages import reader_study_settings
 
     reader_study_settings(section, list(models))
+    device = section.get("device", "cpu")
+    if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"config images: device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
     limit = section.get("max_attack_images")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"config images: max_attack_images must be a positive integer or null, got {limit!r}")
@@ -173,7 +178,12 @@ def image_model_settings(config: Mapping[str, Any], model: str) -> dict[str, Any
     if "crop_scale" in train:
         train["crop_scale"] = tuple(train["crop_scale"])
     return {"architecture": architecture, "train": train, "model": entry, "seed": int(config.get("seed", 0)),
-            "black_box": is_black_box(architecture)}
+            "black_box": is_black_box(architecture), "device": image_device(config)}
+
+
+def image_device(config: Mapping[str, Any]) -> str:
+    """Torch device of every image job (`images: device`); the rules also ask the scheduler for a GPU with it."""
+    return str(images_section(config).get("device", "cpu"))
 
 
 def reader_study_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,4 +199,5 @@ def image_run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """Section-wide settings of attack and evaluation jobs."""
     section = images_section(config)
     return {"max_attack_images": section.get("max_attack_images", 20), "seed": int(config.get("seed", 0)),
-            "offset_kind": (section.get("systematic") or {}).get("offset_kind", "additive")}
+            "offset_kind": (section.get("systematic") or {}).get("offset_kind", "additive"),
+            "device": image_device(config)}
