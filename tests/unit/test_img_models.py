@@ -161,6 +161,35 @@ def test_protocols_and_wrong_image_size(mobilenet48):
         mobilenet48.logits(np.zeros((2, 48, 48, 3), np.float32))
 
 
+def eager_logits(model: TorchImageModel, images: np.ndarray) -> np.ndarray:
+    """The unfolded network's logits: what `model.logits` must reproduce."""
+    with torch.inference_mode():
+        return model.module.eval()(normalize(to_unit_tensor(images, "cpu"))).numpy()
+
+
+@pytest.mark.parametrize("build, size", [(mobilenet_v3_small, 48), (inception_v3, 75)])
+def test_folded_scoring_matches_the_network_and_follows_weight_changes(build, size):
+    model = build(image_size=size, seed=0)
+    for layer in model.module.modules():  # non-trivial running statistics, so folding them in changes the weights
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.running_mean.uniform_(-0.2, 0.2)
+            layer.running_var.uniform_(0.5, 2.0)
+    images = discs(6, size, 5)[0]
+    reference = eager_logits(model, images)
+    folded = model.logits(images)
+    assert isinstance(model.inference_module(), torch.fx.GraphModule)  # conv+bn folding really happened
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.inference_module().modules())
+    np.testing.assert_allclose(folded, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+    assert model.inference_module() is model.inference_module()  # built once, reused
+
+    with torch.no_grad():  # an in-place change (an optimizer step, load_state_dict) must not be scored stale
+        for parameter in model.module.parameters():
+            parameter.mul_(1.1)
+    changed = eager_logits(model, images)
+    assert not np.allclose(changed, reference)
+    np.testing.assert_allclose(model.logits(images), changed, rtol=1e-4, atol=1e-4 * np.abs(changed).max())
+
+
 def test_save_load_round_trip_and_corrupt_checkpoints(tmp_path, mobilenet48):
     images = discs(10, 48, 3)[0]
     mobilenet48.history = [{"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.75}]

@@ -13,10 +13,9 @@ from vulnbench.io import atomic_path, write_table
 
 def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
     target = tmp_path / "out.tsv"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
 
 

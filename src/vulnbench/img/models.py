@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import itertools
 import logging
 import math
 import time
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.fx.experimental import optimization as fx_optimization
 
 from vulnbench.errors import ConfigError, DataError
 from vulnbench.img.base import CLASSES, normalize, softmax, to_unit_tensor
@@ -137,6 +139,7 @@ class TorchImageModel:
         self.batch_size = int(batch_size)
         self.history = list(history or [])
         self.provenance = dict(provenance or {})
+        self._inference: tuple[tuple[int, str, int], nn.Module] | None = None
 
     def __repr__(self) -> str:
         return (f"TorchImageModel({self.architecture}, image_size={self.image_size}, kwargs={self.arch_kwargs}, "
@@ -146,6 +149,18 @@ class TorchImageModel:
         self.device = _check_device(device)
         self.module.to(self.device)
         return self
+
+    def inference_module(self) -> nn.Module:
+        """The network folded for scoring: the same function as `module` in eval mode, ~2–3× faster on CPU.
+
+        Black-box attacks spend nearly all their time in forward passes, so `logits` scores through a copy with each
+        BatchNorm folded into its convolution (torch.fx) and, on CPU, channels-last weights. The copy is rebuilt
+        whenever a weight or buffer of `module` changes in place (torch's version counters) or `module` is replaced,
+        so training further or loading new weights never scores with stale ones."""
+        key = (id(self.module), self.device, _weights_version(self.module))
+        if self._inference is None or self._inference[0] != key:
+            self._inference = (key, _fold_for_inference(self.module, self.device))
+        return self._inference[1]
 
     def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalised (S, 3, H, W) → logits; differentiable. The module stays in eval mode (no aux head)."""
@@ -159,11 +174,12 @@ class TorchImageModel:
         """uint8 (S, image_size, image_size, 3) → float32 (S, n_classes), `batch_size` images per forward."""
         array = _check_images(images, self.image_size)
         out = np.empty((len(array), len(self.classes)), dtype=np.float32)
-        self.module.eval()
+        module = self.inference_module()
+        layout = torch.channels_last if self.device == "cpu" else torch.contiguous_format
         with torch.inference_mode():
             for start in range(0, len(array), self.batch_size):
                 x = normalize(to_unit_tensor(array[start : start + self.batch_size], self.device))
-                out[start : start + len(x)] = self.module(x).float().cpu().numpy()
+                out[start : start + len(x)] = module(x.contiguous(memory_format=layout)).float().cpu().numpy()
         return out
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
@@ -210,6 +226,27 @@ class TorchImageModel:
         return cls(module, architecture=architecture, arch_kwargs=payload["kwargs"],
                    image_size=payload["image_size"], classes=classes, device=device, batch_size=batch_size,
                    history=payload.get("history"), provenance=payload.get("provenance"))
+
+
+def _weights_version(module: nn.Module) -> int:
+    """Grows whenever any parameter or buffer is modified in place (optimizer steps, `load_state_dict`)."""
+    return sum(t._version for t in itertools.chain(module.parameters(), module.buffers()))
+
+
+def _fold_for_inference(module: nn.Module, device: str) -> nn.Module:
+    """An eval-mode copy of `module` with BatchNorm folded into the preceding convolutions (channels-last on CPU).
+
+    Tracing is best effort: a network torch.fx cannot trace is scored as it is (still a detached eval copy)."""
+    frozen = copy.deepcopy(module).eval()
+    try:
+        folded = fx_optimization.fuse(frozen, inplace=True)
+    except Exception as error:  # any untraceable control flow: keep the plain copy, same numbers, a bit slower
+        log.debug("conv+bn folding skipped (%s: %s)", type(error).__name__, error)
+        folded = frozen
+    folded.requires_grad_(False)
+    if device == "cpu":
+        folded = folded.to(memory_format=torch.channels_last)
+    return folded.eval()
 
 
 def load_pretrained_weights(module: nn.Module, path: str | Path, architecture: str) -> None:
