@@ -27,6 +27,8 @@ convolutions, channels-last); ART and the seed's way get the plain network a use
 throughputs are printed, so the share of the ratio that comes from the faster forward pass is visible.
 
 One torch thread by default: on this 2-core machine two threads thrash (4–10× slower) whenever anything else runs.
+The process keeps freed memory for reuse (`keep_freed_memory`, as the image_attack rule does) before anything is
+timed, so every method runs under the same allocator.
 
 Run: `.venv/bin/python benchmarks/img_attacks.py [--quick] [--threads N]` (`--quick`: well under a minute).
 """
@@ -55,6 +57,7 @@ from vulnbench.img.base import MELANOMA, ImageModel, normalize, to_unit_tensor
 from vulnbench.img.data import grouped_split
 from vulnbench.img.models import TorchImageModel, train_image_model
 from vulnbench.img.synthetic import MELANOMA_LABEL, synthetic_lesions
+from vulnbench.stages import keep_freed_memory
 
 TARGET_VS_SEED, TARGET_VS_ART = 10.0, 3.0
 N_PIXELS = 3
@@ -355,12 +358,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()
     torch.manual_seed(SEED)
     logging.getLogger("art").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
     started = time.perf_counter()
     print(f"3-pixel attack benchmark ({cfg.name}): synthetic_lesions {cfg.n_images} images at {cfg.image_size} px, "
-          f"seed {SEED}; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f} at start")
+          f"seed {SEED}; torch threads {torch.get_num_threads()}; freed memory kept: {kept}; "
+          f"load average {os.getloadavg()[0]:.1f} at start")
 
     header("model and attacked images")
     with contextlib.redirect_stderr(io.StringIO()):

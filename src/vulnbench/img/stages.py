@@ -73,7 +73,9 @@ def run_train_image_model(manifest: str | Path, model_name: str, settings: Mappi
     """Train (or, for an external model, open) one model; score the test split (Supplementary Table 1)."""
     from vulnbench.img.metrics import classification_metrics
     from vulnbench.img.models import build_image_model, train_image_model
+    from vulnbench.stages import keep_freed_memory
 
+    keep_freed_memory()  # every training batch and validation pass re-allocates the same activations
     started = time.perf_counter()
     if settings["black_box"]:
         model = build_image_model(settings["architecture"], **settings["model"])
@@ -131,9 +133,10 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
     from vulnbench.img.attacks.fgsm import fgsm
     from vulnbench.img.base import softmax
     from vulnbench.img.metrics import clopper_pearson
-    from vulnbench.stages import use_threads
+    from vulnbench.stages import keep_freed_memory, use_threads
 
     use_threads(threads)  # torch would otherwise take every core, oversubscribing the scheduler's parallel jobs
+    keep_freed_memory()  # a DE generation re-allocates the same activations; no page faults for them each time
     started = time.perf_counter()
     model = load_image_model(model_path, settings.get("device", "cpu"))
     images, labels, frame = attack_set(manifest, settings.get("max_attack_images"))
@@ -228,9 +231,10 @@ def run_systematic(manifest: str | Path, model_path: str | Path, model_name: str
     AUC (Supplementary Figure 1's table), one batched model call per transform."""
     from vulnbench.img.attacks.systematic import apply_transform, systematic_transforms
     from vulnbench.img.metrics import classification_metrics
-    from vulnbench.stages import use_threads
+    from vulnbench.stages import keep_freed_memory, use_threads
 
     use_threads(threads)
+    keep_freed_memory()
     model = load_image_model(model_path, settings.get("device", "cpu"))
     images, labels, _ = read_split(manifest, "test")
     truth = labels == "melanoma"
