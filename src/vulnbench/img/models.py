@@ -151,7 +151,7 @@ class TorchImageModel:
         return self
 
     def inference_module(self) -> nn.Module:
-        """The network folded for scoring: the same function as `module` in eval mode, ~2–3× faster on CPU.
+        """The network folded for scoring: the same function as `module` in eval mode, 1.2–1.4× faster on CPU.
 
         Black-box attacks spend nearly all their time in forward passes, so `logits` scores through a copy with each
         BatchNorm folded into its convolution (torch.fx) and, on CPU, channels-last weights. The copy is rebuilt

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from vulnbench.sc.classifiers.base import PerCellClassifier, Perturbation
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
 #: hidden activations per batch in the perturbed fast path (float32 → 64 MB)
 HIDDEN_BATCH_ELEMENTS = 1 << 24
+
+
+def _no_grad(method: Callable[..., Any]) -> Callable[..., Any]:
+    """`torch.no_grad()` that imports torch only when called: every job imports the classifier registry, and most
+    never touch scMLP, so a module-level `import torch` cost each of them ~2 s."""
+
+    @functools.wraps(method)
+    def without_gradients(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return method(*args, **kwargs)
+
+    return without_gradients
 
 
 class ScMLP(PerCellClassifier):
@@ -36,6 +54,8 @@ class ScMLP(PerCellClassifier):
         self.device = device
 
     def _build(self, n_in: int, n_out: int) -> nn.Sequential:
+        from torch import nn
+
         layers: list[nn.Module] = []
         for width in self.hidden:
             layers += [nn.Linear(n_in, width), nn.ReLU(), nn.Dropout(self.dropout)]
@@ -44,6 +64,9 @@ class ScMLP(PerCellClassifier):
         return nn.Sequential(*layers)
 
     def _fit(self, matrix: np.ndarray, y: np.ndarray) -> None:
+        import torch
+        from torch import nn
+
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self.mean_ = matrix.mean(axis=0) if self.standardize else np.zeros(matrix.shape[1], np.float32)
@@ -76,23 +99,27 @@ class ScMLP(PerCellClassifier):
         log.info("scMLP trained: %s", self.history_[-1] if self.history_ else {})
         self.network_.eval()
 
-    @torch.no_grad()
+    @_no_grad
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         self.network_.eval()
         return self.network_(x.to(self.device))
 
-    @torch.no_grad()
+    @_no_grad
     def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        import torch
+
         x = torch.from_numpy(((matrix - self.mean_) / self.scale_).astype(np.float32))
         return torch.softmax(self._logits(x), dim=1).cpu().numpy().astype(np.float64)
 
-    @torch.no_grad()
+    @_no_grad
     def predict_proba_perturbed(self, block: np.ndarray, perturbations: Sequence[Perturbation]) -> np.ndarray:
         """Perturb the first layer's pre-activations instead of the input.
 
         The first layer is linear, so modifying genes S changes cell c's pre-activation by
         (v_S − x_cS) · W[:, S]: one small product per candidate instead of a full pass over all genes.
         """
+        import torch
+
         self.network_.eval()
         first, rest = self.network_[0], self.network_[1:]
         weight = (first.weight / torch.from_numpy(self.scale_).to(first.weight.device)).T  # genes × hidden
@@ -125,6 +152,8 @@ class ScMLP(PerCellClassifier):
 
     def input_gradient(self, block: np.ndarray, up: int, down: int) -> np.ndarray:
         """Gradient of p(up) − p(down) with respect to every input value, per cell (true-gradient CGD)."""
+        import torch
+
         self.network_.eval()
         x = torch.from_numpy(((block - self.mean_) / self.scale_).astype(np.float32)).to(self.device)
         x.requires_grad_(True)
