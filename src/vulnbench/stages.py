@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -65,12 +66,27 @@ def read_prepared(path: str | Path, split: str | None = None) -> ad.AnnData:
     return adata
 
 
-def use_threads(threads: int | None) -> None:
-    """Keep torch (and BLAS through it) within the cores the scheduler gave this job."""
-    if threads:
-        import torch
+#: what OpenMP, BLAS and torch read when they start their thread pools (snakemake sets them for shell rules only)
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                   "NUMEXPR_NUM_THREADS")
 
-        torch.set_num_threads(int(threads))
+
+def use_threads(threads: int | None) -> None:
+    """Keep torch, OpenMP and BLAS within the cores the scheduler gave this job, without importing torch for it.
+
+    Libraries already loaded are limited now (threadpoolctl; torch if imported); the environment covers those a job
+    loads later (torch reads OMP_NUM_THREADS when first imported): importing torch only to set its thread count
+    would add seconds to every single-cell job that never uses it."""
+    if not threads:
+        return
+    count = int(threads)
+    os.environ.update(dict.fromkeys(THREAD_ENV_VARS, str(count)))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=count)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(count)
 
 
 #: glibc mallopt parameters (malloc.h) and the values keep_freed_memory sets
@@ -86,7 +102,6 @@ def keep_freed_memory() -> bool:
     here (PyTorch's CPU tuning guide fixes the same with jemalloc/tcmalloc). Blocks up to 32 MB now come from the
     heap, which keeps up to 1 GB free. Process-wide and idempotent; returns False, changing nothing, off glibc."""
     import ctypes
-    import sys
 
     if not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"):
         return False

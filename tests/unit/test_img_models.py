@@ -233,6 +233,16 @@ def test_onnx_export_matches_torch(tmp_path, mobilenet48):
         OnnxImageModel(path, image_size=64)
 
 
+def test_onnx_model_keeps_to_the_jobs_threads(tmp_path, mobilenet48, monkeypatch):
+    path = tmp_path / "model.onnx"
+    export_onnx(mobilenet48, path)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    default = OnnxImageModel(path).session.get_session_options().intra_op_num_threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what use_threads(1) sets in a single-threaded attack job
+    limited = OnnxImageModel(path).session.get_session_options().intra_op_num_threads
+    assert (default, limited) == (0, 1)  # 0: onnxruntime's own choice, one thread per core
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy TorchScript exporter, on purpose
 def test_onnx_channels_last_with_fixed_batch(tmp_path, mobilenet48):
     """An external model taking NHWC input with a fixed batch of 4: the last chunk is padded, results unchanged."""

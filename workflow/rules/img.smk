@@ -49,9 +49,12 @@ rule train_image_model:
         "logs/img/train/{img_dataset}/{img_model}.log",
     benchmark:
         "logs/benchmarks/img/train/{img_dataset}/{img_model}.tsv"
+    priority: 10
     conda:
         "../../envs/vulnbench.yaml"
-    threads: 2
+    # One core locally, so a training overlaps the short attack jobs instead of holding a 2-core machine; a
+    # cluster asks for more (profiles/slurm: set-threads). First in line: the image arm's attacks wait for it.
+    threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 6000 * attempt,
         runtime=lambda wildcards, attempt: 720 * attempt,

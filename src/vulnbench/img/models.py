@@ -18,6 +18,7 @@ import inspect
 import itertools
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -352,8 +353,14 @@ class OnnxImageModel:
             raise ConfigError(f"image model 'onnx': input_layout must be 'NCHW' or 'NHWC', got {input_layout!r}")
         if not self.path.is_file():
             raise DataError(f"ONNX model not found: {self.path}")
+        options = onnxruntime.SessionOptions()
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:
+            # onnxruntime sizes its pool by the machine's cores, not OMP_NUM_THREADS: keep to the job's share
+            # (`vulnbench.stages.use_threads` sets it), or parallel attack jobs oversubscribe the CPU
+            options.intra_op_num_threads = int(threads)
         try:
-            self.session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:
             raise DataError(f"ONNX model {self.path}: unreadable ({type(error).__name__})") from None
         inputs = {i.name: i for i in self.session.get_inputs()}

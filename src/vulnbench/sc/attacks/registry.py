@@ -174,11 +174,26 @@ def summarise_cgd(result: CGDResult) -> dict[str, Any]:
     }
 
 
-def _figures() -> dict[str, dict[str, Callable[[pd.DataFrame, str], None]]]:
-    from vulnbench import plots
+def _plot(name: str) -> Callable[[pd.DataFrame, str], None]:
+    """`vulnbench.plots.<name>(table, output)`, importing matplotlib only when a figure is drawn: attack jobs load
+    this registry but never draw, and the import would add a second to each of them."""
 
+    def draw(table: pd.DataFrame, output: str) -> None:
+        from vulnbench import plots
+
+        getattr(plots, name)(table, output)
+
+    return draw
+
+
+def _figures() -> dict[str, dict[str, Callable[[pd.DataFrame, str], None]]]:
     def heatmap(value: str, title: str, xlabel: str = "modification mode") -> Callable[[pd.DataFrame, str], None]:
-        return lambda table, output: plots.count_heatmap(table, value, output, title, xlabel)
+        def draw(table: pd.DataFrame, output: str) -> None:
+            from vulnbench import plots
+
+            plots.count_heatmap(table, value, output, title, xlabel)
+
+        return draw
 
     return {
         "single_gene": {"heatmap": heatmap("n_genes_flipping",
@@ -189,7 +204,7 @@ def _figures() -> dict[str, dict[str, Callable[[pd.DataFrame, str], None]]]:
                                                                         "up to max_split_size genes)")},
         "overview_max_change": {"heatmap": heatmap("n_genes", "Max-change overview: genes modifiable together "
                                                               "without a flip")},
-        "cgd": {"genes_needed": plots.cgd_genes_needed, "trajectory": plots.cgd_trajectory},
+        "cgd": {"genes_needed": _plot("cgd_genes_needed"), "trajectory": _plot("cgd_trajectory")},
         "grid_min_change": {"heatmap": heatmap("min_genes", "Grid search: fewest modified signature genes that "
                                                             "flip the cluster (– : none)", "attack parameters")},
         "random_walk_min_change": {"heatmap": heatmap("min_genes", "Random walk: fewest modified signature genes "
