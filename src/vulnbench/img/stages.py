@@ -50,6 +50,16 @@ def read_split(manifest: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 
 
 # -- models ----------------------------------------------------------------------------------------------------------
+def start_image_job(threads: int | None) -> None:
+    """Before any tensor exists: keep to the job's cores (torch would take them all, oversubscribing the scheduler's
+    parallel jobs) and let glibc keep freed memory (every batch and DE generation re-allocates the same activations,
+    which would otherwise page-fault in again each time)."""
+    from vulnbench.stages import keep_freed_memory, use_threads
+
+    use_threads(threads)
+    keep_freed_memory()
+
+
 def load_image_model(path: str | Path, device: str = "cpu") -> Any:
     """A trained torch model, or the external black box an `onnx` entry points at (a small JSON file)."""
     from vulnbench.img.models import TorchImageModel, build_image_model
@@ -73,9 +83,8 @@ def run_train_image_model(manifest: str | Path, model_name: str, settings: Mappi
     """Train (or, for an external model, open) one model; score the test split (Supplementary Table 1)."""
     from vulnbench.img.metrics import classification_metrics
     from vulnbench.img.models import build_image_model, train_image_model
-    from vulnbench.stages import keep_freed_memory
 
-    keep_freed_memory()  # every training batch and validation pass re-allocates the same activations
+    start_image_job(threads)
     started = time.perf_counter()
     if settings["black_box"]:
         model = build_image_model(settings["architecture"], **settings["model"])
@@ -88,7 +97,7 @@ def run_train_image_model(manifest: str | Path, model_name: str, settings: Mappi
         model = train_image_model(settings["architecture"], train_x, train_y, val_x, val_y,
                                   image_size=int(train_x.shape[1]), model_params=settings["model"],
                                   seed=int(settings["seed"]), threads=threads, log=log,
-                                  device=settings.get("device", "cpu"), **settings["train"])
+                                  device=settings["device"], **settings["train"])
         model.save(out_model)
         history = list(model.history)
     test_x, test_y, frame = read_split(manifest, "test")
@@ -133,12 +142,10 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
     from vulnbench.img.attacks.fgsm import fgsm
     from vulnbench.img.base import softmax
     from vulnbench.img.metrics import clopper_pearson
-    from vulnbench.stages import keep_freed_memory, use_threads
 
-    use_threads(threads)  # torch would otherwise take every core, oversubscribing the scheduler's parallel jobs
-    keep_freed_memory()  # a DE generation re-allocates the same activations; no page faults for them each time
+    start_image_job(threads)
     started = time.perf_counter()
-    model = load_image_model(model_path, settings.get("device", "cpu"))
+    model = load_image_model(model_path, settings["device"])
     images, labels, frame = attack_set(manifest, settings.get("max_attack_images"))
     if attack == "fgsm":
         records, adversarials = _fgsm_records(model, images, params, fgsm)
@@ -231,11 +238,9 @@ def run_systematic(manifest: str | Path, model_path: str | Path, model_name: str
     AUC (Supplementary Figure 1's table), one batched model call per transform."""
     from vulnbench.img.attacks.systematic import apply_transform, systematic_transforms
     from vulnbench.img.metrics import classification_metrics
-    from vulnbench.stages import keep_freed_memory, use_threads
 
-    use_threads(threads)
-    keep_freed_memory()
-    model = load_image_model(model_path, settings.get("device", "cpu"))
+    start_image_job(threads)
+    model = load_image_model(model_path, settings["device"])
     images, labels, _ = read_split(manifest, "test")
     truth = labels == "melanoma"
     rows = []
