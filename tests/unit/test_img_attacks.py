@@ -372,3 +372,25 @@ def test_percent_offsets_scale_one_channel() -> None:
     np.testing.assert_array_equal(by_name["R+5%"](pixel)[0, 0, 0], [210, 250, 101])
     np.testing.assert_array_equal(by_name["G+10%"](pixel)[0, 0, 0], [200, 255, 101])  # 275 → 255
     np.testing.assert_array_equal(by_name["B-5%"](pixel)[0, 0, 0], [200, 250, 95])  # 95.95 → 95
+
+
+def test_attack_table_labels_each_job_by_its_grid_cell(tmp_path):
+    """Keys and values with "_" (eps_levels, n_pixels) must not be split apart in tables and figure labels."""
+    from vulnbench.img.plots import _job_label
+    from vulnbench.img.stages import img_attack_tables
+    from vulnbench.io import write_json
+    from vulnbench.matrix import make_pid
+
+    cells = {"fgsm": ({"eps_levels": 4, "space": "pixel"}, {}), "pixel": ({"n_pixels": 3}, {"popsize": 4}),
+             "color": ({}, {"popsize": 10})}
+    paths = []
+    for attack, (grid, fixed) in cells.items():
+        path = tmp_path / "synthetic_lesions" / "tiny" / attack / make_pid(grid) / "result.json"
+        path.parent.mkdir(parents=True)
+        write_json(path, {"attack": attack, "params": {**fixed, **grid}, "records": [],
+                          "summary": {"n_attacked": 1, "n_success": 0}})
+        paths.append(path)
+    table, _ = img_attack_tables(paths)
+    assert table["mode"].tolist() == ["eps_levels=4, space=pixel", "n_pixels=3", "default"]
+    assert [_job_label(row) for _, row in table.iterrows()] == ["fgsm eps_levels=4, space=pixel",
+                                                               "pixel n_pixels=3", "color"]

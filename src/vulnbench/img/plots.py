@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,10 +36,11 @@ def _save(fig: plt.Figure, out: str | Path) -> None:
 
 
 def _job_label(row: pd.Series) -> str:
-    """"fgsm eps_levels=4, space=pixel" from attack and pid ("eps_levels~4_space~pixel")."""
-    if row["pid"] == "default":
-        return str(row["attack"])
-    return f"{row['attack']} " + re.sub(r"_(?=[A-Za-z0-9_]+~)", ", ", str(row["pid"])).replace("~", "=")
+    """"fgsm eps_levels=4, space=pixel": the attack and its grid cell (the table's `mode`; the pid for a job that
+    failed as a whole, whose parameters were never written)."""
+    mode = row.get("mode")
+    mode = str(row["pid"]) if mode is None or pd.isna(mode) else str(mode)
+    return str(row["attack"]) if mode == "default" else f"{row['attack']} {mode}"
 
 
 def plot_attacks(table: pd.DataFrame, out: str | Path) -> None:

@@ -271,13 +271,18 @@ def run_img_metrics_table(metrics_files: Sequence[str | Path], out_table: str | 
 
 def img_attack_tables(result_files: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Supplementary Table 2: successful attacks per attack × model (one row per job), plus every image's record."""
+    from vulnbench.matrix import grid_of_pid
+    from vulnbench.stages import mode_label
+
     rows, records = [], []
     for path in result_files:
         parts = Path(path).parts  # results/img/attacks/{dataset}/{model}/{attack}/{pid}/result.json
         dataset, model, attack, pid = parts[-5], parts[-4], parts[-3], parts[-2]
         entry = read_json(path)
-        rows.append({"dataset": dataset, "model": model, "attack": attack, "pid": pid, **entry["summary"],
-                     "status": "ok", "reason": ""})
+        grid = grid_of_pid(pid, entry.get("params") or {})
+        rows.append({"dataset": dataset, "model": model, "attack": attack, "pid": pid,
+                     "mode": pid if grid is None else mode_label(grid), **entry["summary"], "status": "ok",
+                     "reason": ""})
         records.extend({"dataset": dataset, "model": model, "attack": attack, "pid": pid, **r,
                         "params": None if r.get("params") is None else ",".join(f"{v:g}" for v in r["params"])}
                        for r in entry["records"])
