@@ -12,8 +12,9 @@ $(STAMP): envs/setup.sh envs/requirements.txt envs/constraints.txt envs/apt-pack
 	bash envs/setup.sh
 	touch $(STAMP)
 
+# vulnbench run = snakemake, plus: a lock left by a killed run is removed (never while a run is alive)
 run: setup
-	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	$(BIN)/vulnbench run config/config.yaml --cores $(CORES)
 	$(BIN)/snakemake --configfile config/config.yaml --report results/report.html
 
 dry-run: setup
@@ -34,5 +35,11 @@ bench: setup
 	$(BIN)/python benchmarks/img_attacks.py
 	$(BIN)/python benchmarks/dag.py
 
+# Readers' answers are the one thing a rerun cannot make again: clean refuses while any lives under results/.
 clean:
+	@answers="$$(find results -path '*/answers/*' -type f 2>/dev/null | head -n 3 | tr '\n' ' ')"; \
+	if [ -n "$$answers" ]; then \
+	  echo "make clean: refused: results/ holds readers' answers ($$answers...); move the study folder out of results/ first" >&2; \
+	  exit 1; \
+	fi
 	rm -rf results logs .snakemake

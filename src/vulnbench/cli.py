@@ -11,12 +11,14 @@ from vulnbench import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vulnbench import runner
     from vulnbench.reader import cli as reader_cli
 
     parser = argparse.ArgumentParser(prog="vulnbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"vulnbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     reader_cli.register(commands)
+    runner.register(commands)
     return parser
 
 
@@ -24,7 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run, and turn a VulnbenchError into one line "vulnbench error: …" and exit status 1."""
     from vulnbench.reader.cli import run_parsed
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # `run` passes the options it does not know on to Snakemake
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.snakemake_args = extra
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run_parsed(args)
 

@@ -64,3 +64,10 @@ def read_json(path: str | Path) -> Any:
 def write_table(path: str | Path, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, sep="\t", index=False)
+
+
+def read_table(path: str | Path, **kwargs: Any) -> pd.DataFrame:
+    """A table `write_table` wrote, values as written: only an empty field is missing (that is how `to_csv` writes
+    NaN), so a cell type called "NA", "nan", "None" or "null" stays a label instead of becoming NaN, which
+    groupby and plots would silently drop."""
+    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""], **kwargs)

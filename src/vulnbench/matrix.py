@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import inspect
 import itertools
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,15 @@ import pandas as pd
 import yaml
 
 from vulnbench.errors import ConfigError
+from vulnbench.params import (
+    Parameter,
+    check_budgets,
+    check_name,
+    check_params,
+    check_values,
+    declared_parameters,
+    signature_defaults,
+)
 
 #: dataset keys that configure the split, not the loader
 SPLIT_KEYS = {"test_size": 0.5, "min_cells_per_type": 5, "drop_labels": []}
@@ -28,27 +36,6 @@ CLASSIFIER_KEYS = ("label_map",)
 #: attack keys besides the parameter grid
 ATTACK_KEYS = ("grid", "params", "clusters", "classifiers")
 PID_MAX = 80
-
-#: sizes, step counts and step sizes, wherever they appear (dataset, classifier, attack, image arm): name → kind.
-#: A negative or zero budget would otherwise surface only inside a job (or silently do nothing), so the config
-#: check rejects it up front, naming the key.
-BUDGETS: dict[str, str] = {
-    **dict.fromkeys(("n_cells", "n_genes", "n_types", "epochs", "batch_size", "n_estimators", "min_samples_leaf",
-                     "first_dichot", "max_split_size", "first_batch", "max_passes", "max_combinations",
-                     "max_cells_per_type", "de_n", "retries", "n_images", "max_images", "max_generations",
-                     "n_pixels", "popsize", "cgd_genes", "max_attack_images"), "count"),
-    **dict.fromkeys(("n_markers", "walk_length", "while_max_count"), "count0"),
-    **dict.fromkeys(("learning_rate", "lr", "fold_change", "dispersion", "mean_count", "timeout", "C",
-                     "fc_thresh"), "positive"),
-    **dict.fromkeys(("alpha", "epsilon", "slope_margin", "min_mean_diff", "tune_thresh", "aux_weight", "momentum",
-                     "delta", "max_translation"), "non-negative"),
-}
-#: budgets whose null means "no limit" or "the method's default"
-NULLABLE_BUDGETS = frozenset({"max_cells_per_type", "de_n", "max_images", "popsize", "max_translation",
-                              "max_attack_images"})
-_BUDGET_TEXT = {"count": "a positive integer", "count0": "an integer ≥ 0", "positive": "a number > 0",
-                "non-negative": "a number ≥ 0"}
-
 
 #: grid_of_pid tries the subsets of at most this many parameters (2^12 pids)
 MAX_PARAMS_TRIED = 12
@@ -92,45 +79,6 @@ def grid_of_pid(pid: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def check_params(owner: str, params: Mapping[str, Any], target: Any = None, extra: Any = ()) -> None:
-    """Every key must be a keyword of `target` (a class or function) or in `extra`; else a one-line error."""
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"{owner}: expected a mapping of parameters, got {type(params).__name__}")
-    allowed = (set(signature_defaults(target)) if target is not None else set()) | set(extra)
-    for key in params:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{owner}: unknown parameter {key!r} (allowed: {', '.join(sorted(allowed))}){hint}")
-
-
-def check_budgets(owner: str, params: Mapping[str, Any]) -> None:
-    """Every size/step parameter of `params` (see BUDGETS) is a finite number in range; else a one-line error."""
-    for key, value in params.items():
-        kind = BUDGETS.get(str(key))
-        if kind is None or (value is None and key in NULLABLE_BUDGETS):
-            continue
-        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
-        valid = number and math.isfinite(value) and {
-            "count": lambda v: v >= 1 and v == int(v),
-            "count0": lambda v: v >= 0 and v == int(v),
-            "positive": lambda v: v > 0,
-            "non-negative": lambda v: v >= 0,
-        }[kind](value)
-        if not valid:
-            limit = " or null" if key in NULLABLE_BUDGETS else ""
-            raise ConfigError(f"{owner}: {key} must be {_BUDGET_TEXT[kind]}{limit}, got {value!r}")
-
-
-def signature_defaults(target: Any) -> dict[str, Any]:
-    function = target.__init__ if inspect.isclass(target) else target
-    return {
-        name: p.default
-        for name, p in inspect.signature(function).parameters.items()
-        if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
-    }
-
-
 def tied_keys(key: str) -> list[str]:
     """Grid keys joined by commas vary together: `"alpha,epsilon": [[0.5, 0.5], [1, 1]]`."""
     return [k.strip() for k in str(key).split(",")]
@@ -155,8 +103,9 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
     for name, params in _section(config, "datasets").items():
         if name not in DATASETS:
             raise ConfigError(f"config datasets: {DATASETS.unknown_message(name)}")
+        check_name("config datasets", name)
         check_params(f"dataset {name!r}", params, DATASETS.get(name), extra=SPLIT_KEYS)
-        check_budgets(f"dataset {name!r}", params)
+        check_values(f"dataset {name!r}", params, declared_parameters(DATASETS.get(name)))
         loader = DATASETS.get(name)(**{k: v for k, v in params.items() if k not in SPLIT_KEYS})
         for file in loader.input_files():
             if not file.is_file():
@@ -164,8 +113,9 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
     for name, params in _section(config, "classifiers").items():
         if name not in CLASSIFIERS:
             raise ConfigError(f"config classifiers: {CLASSIFIERS.unknown_message(name)}")
+        check_name("config classifiers", name)
         check_params(f"classifier {name!r}", params, CLASSIFIERS.get(name), extra=CLASSIFIER_KEYS)
-        check_budgets(f"classifier {name!r}", params)
+        check_values(f"classifier {name!r}", params, declared_parameters(CLASSIFIERS.get(name)))
         if not isinstance(params.get("label_map", {}), Mapping):
             raise ConfigError(f"classifier {name!r}: label_map must map predicted labels to dataset labels")
         if params.get("backend") == "r":  # R or its packages missing: say so now, before any job runs
@@ -187,19 +137,31 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
         if name not in ATTACKS:
             raise ConfigError(f"config attacks: {ATTACKS.unknown_message(name)}")
         check_params(f"attack {name!r}", entry, extra=ATTACK_KEYS)
-        check_grid(f"attack {name!r}", entry.get("grid") or {}, entry.get("params") or {},
-                   ATTACKS.get(name).parameters)
+        spec = ATTACKS.get(name)
+        check_grid(f"attack {name!r}", entry.get("grid") or {}, entry.get("params") or {}, spec.declared, spec.checks)
         for classifier in entry.get("classifiers") or ():
             if classifier not in config["classifiers"]:
-                raise ConfigError(f"attack {name!r}: classifier {classifier!r} is not configured under 'classifiers'")
+                raise ConfigError(f"attack {name!r}: classifier {classifier!r} is not configured under 'classifiers' "
+                                  f"(configured: {', '.join(map(str, config['classifiers']))})")
+        check_clusters_entry(f"attack {name!r}", entry.get("clusters", "all"))
 
 
-def check_grid(owner: str, grid: Mapping[str, Any], params: Mapping[str, Any], allowed: Any) -> None:
-    """Grid and fixed parameters name only `allowed` keys, grid values are non-empty lists (tied keys: lists of
-    the right width), and no key is both in the grid and fixed."""
+def check_clusters_entry(owner: str, clusters: Any) -> None:
+    """`clusters:` is `all` or a non-empty list of names; whether the names exist only the prepared data can say
+    (checked when a job reads it, `vulnbench.stages.check_clusters`)."""
+    if clusters in ("all", None):
+        return
+    if not isinstance(clusters, list) or not clusters or not all(isinstance(c, str) and c for c in clusters):
+        raise ConfigError(f"{owner}: clusters must be 'all' or a non-empty list of cluster names, got {clusters!r}")
+
+
+def check_grid(owner: str, grid: Mapping[str, Any], params: Mapping[str, Any], declared: Mapping[str, Parameter],
+               checks: Mapping[str, Callable[[Any], Any]] | None = None) -> None:
+    """Grid and fixed parameters name only `declared` keys, grid values are non-empty lists (tied keys: lists of
+    the right width), no key is both in the grid and fixed, and every value fits its declaration (`check_values`)."""
     grid_keys = {k: None for key in grid for k in tied_keys(key)}
-    check_params(f"{owner} grid", grid_keys, extra=allowed)
-    check_params(f"{owner} params", params, extra=allowed)
+    check_params(f"{owner} grid", grid_keys, extra=declared)
+    check_params(f"{owner} params", params, extra=declared)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{owner} grid: {key!r} must be a non-empty list of values")
@@ -208,11 +170,12 @@ def check_grid(owner: str, grid: Mapping[str, Any], params: Mapping[str, Any], a
             raise ConfigError(f"{owner} grid: every value of tied keys {key!r} must be a list of {width}")
     for key in set(grid_keys) & set(params):
         raise ConfigError(f"{owner}: {key!r} is both in grid and params")
-    check_budgets(f"{owner} params", params)
+    check_values(f"{owner} params", params, declared, checks)
     for key, values in grid.items():
         names = tied_keys(key)
         for value in values:
-            check_budgets(f"{owner} grid", dict(zip(names, value if len(names) > 1 else [value], strict=True)))
+            check_values(f"{owner} grid", dict(zip(names, value if len(names) > 1 else [value], strict=True)),
+                         declared, checks)
 
 
 def _validate_schema(config: Mapping[str, Any], schema: str | Path) -> None:
@@ -230,6 +193,8 @@ def _validate_schema(config: Mapping[str, Any], schema: str | Path) -> None:
         close = difflib.get_close_matches(extra[0], known, n=1) if extra else []
         hint = f"; did you mean {close[0]!r}?" if close else ""
         message = f"unknown key {extra[0]!r} (allowed: {', '.join(known)}){hint}"
+    elif error.validator in ("oneOf", "anyOf") and error.schema.get("description"):
+        message = f"{error.instance!r} is not allowed: expected {error.schema['description']}"
     raise ConfigError(f"config {where}: {message}")
 
 
@@ -282,3 +247,33 @@ def classifier_settings(config: Mapping[str, Any], classifier: str) -> dict[str,
     if "seed" in signature_defaults(CLASSIFIERS.get(classifier)):
         params.setdefault("seed", int(config.get("seed", 0)))
     return params
+
+
+# -- the code each job runs (Snakemake reruns a job when its params, this hash included, change) --------------------
+@cache
+def dataset_code(dataset: str) -> str:
+    """Hash of the code that prepares one dataset: its loader's module and the preparation."""
+    from vulnbench.codehash import code_hash
+    from vulnbench.data import DATASETS
+
+    return code_hash(DATASETS.get(dataset), "vulnbench.data.prepare")
+
+
+@cache
+def classifier_code(classifier: str) -> str:
+    """Hash of the code that trains and runs one classifier (its module and what it imports from the package)."""
+    from vulnbench.codehash import code_hash
+    from vulnbench.sc.classifiers import CLASSIFIERS
+
+    return code_hash(CLASSIFIERS.get(classifier))
+
+
+@cache
+def attack_code(attack: str, classifier: str) -> str:
+    """Hash of the code of one attack job: the attack's module, its table summary and the classifier's code."""
+    from vulnbench.codehash import code_hash
+    from vulnbench.sc.attacks import ATTACKS
+    from vulnbench.sc.classifiers import CLASSIFIERS
+
+    spec = ATTACKS.get(attack)
+    return code_hash(spec.function, CLASSIFIERS.get(classifier), sources=[spec.summarise])

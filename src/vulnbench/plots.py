@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import SymLogNorm
 
-from vulnbench.io import atomic_path
+from vulnbench.io import atomic_path, read_table
 
 
 def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: str,
@@ -143,4 +143,4 @@ def run_plot(attack: str, figure: str, table: str | Path, output: str | Path) ->
     figures = ATTACKS.get(attack).figures
     if figure not in figures:
         raise ConfigError(f"attack {attack!r} has no figure {figure!r} (figures: {', '.join(figures)})")
-    figures[figure](pd.read_csv(table, sep="\t"), output)
+    figures[figure](read_table(table), output)

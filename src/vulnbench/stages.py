@@ -152,29 +152,78 @@ def run_train(prepared: str | Path, classifier: str, params: Mapping[str, Any], 
              metrics["macro_f1"], test.n_obs)
 
 
+def check_clusters(requested: str | Sequence[str] | None, labels: np.ndarray, where: str) -> list[str]:
+    """The clusters to attack: all labels, or the requested names, each of which must be a label of the data."""
+    present = sorted(set(labels))
+    if requested in ("all", None):
+        return present
+    names = [requested] if isinstance(requested, str) else [str(c) for c in requested]
+    unknown = [name for name in names if name not in present]
+    if unknown:
+        raise DataError(f"{where}: unknown cluster {unknown[0]!r} (clusters of the held-out cells: "
+                        f"{', '.join(present)})")
+    return names
+
+
+#: attack parameters that name genes / clusters of the data
+GENE_PARAMETERS, CLUSTER_PARAMETERS = ("genes", "exclude_genes"), ("new_target", "exclude_new_targets")
+
+
+def check_data_names(params: Mapping[str, Any], labels: np.ndarray, gene_names: Sequence[str], where: str) -> None:
+    """Gene and cluster names in an attack's parameters exist in the data, before the first cluster is attacked
+    (a misspelt gene would otherwise fail every cluster alone, or a misspelt excluded gene be silently kept)."""
+    import difflib
+
+    known = set(map(str, gene_names))
+    for key in GENE_PARAMETERS:
+        unknown = [str(g) for g in params.get(key) or () if str(g) not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
+            hint = f"; close: {', '.join(close)}" if close else ""
+            raise DataError(f"{where}: {key}: gene {unknown[0]!r} is not in the data ({len(known)} genes){hint}")
+    for key in CLUSTER_PARAMETERS:
+        value = params.get(key)
+        if value:
+            check_clusters([value] if isinstance(value, str) else list(value), labels, f"{where}: {key}")
+
+
 def run_attack(prepared: str | Path, model_path: str | Path, attack: str, params: Mapping[str, Any],
                clusters: str | Sequence[str], output: str | Path, identity: Mapping[str, Any],
                params_out: str | Path | None = None, threads: int | None = None) -> None:
-    """Attack every requested cluster of the test split; an expected failure becomes a status row."""
+    """Attack every requested cluster of the test split; an expected failure becomes a status row.
+
+    Every random choice is seeded from the config's seed (`identity["seed"]`) and the job's identity, per cluster
+    (so a cluster's result does not depend on which other clusters the job attacks), unless the config fixes the
+    attack's own `seed`."""
     from vulnbench.sc.attacks import ATTACKS
     from vulnbench.sc.expression import as_expression
     from vulnbench.sc.modifications import GeneStats
+    from vulnbench.seeding import job_seed
 
     use_threads(threads)
     spec = ATTACKS.get(attack)
     if params_out is not None:
         write_json(params_out, {**identity, "attack": attack, "params": dict(params)})
     data = read_prepared(prepared, split="test")
-    model = PerCellClassifier.load(model_path)
     labels = data.obs["label"].astype(str).to_numpy()
-    targets = sorted(set(labels)) if clusters in ("all", None) else [str(c) for c in clusters]
+    where = f"attack {attack!r} on dataset {identity.get('dataset')!r}"
+    targets = check_clusters(clusters, labels, where)
+    check_data_names(params, labels, data.var_names, where)
+    model = PerCellClassifier.load(model_path)
     stats = GeneStats(as_expression(data))  # shared by every cluster of this job
+    config_seed = int(identity.get("seed", 0))
+    seeded = "seed" in spec.parameters and params.get("seed") is None
     records = []
     for target in targets:
         started = time.perf_counter()
         record: dict[str, Any] = {"cluster": target, "n_cells": int((labels == target).sum())}
+        call = dict(params)
+        if seeded:
+            call["seed"] = job_seed(config_seed, "sc", identity.get("dataset"), identity.get("classifier"), attack,
+                                    identity.get("pid"), target)
+            record["job_seed"] = call["seed"]
         try:
-            result = spec.function(data, labels, target, model, stats=stats, **params)
+            result = spec.function(data, labels, target, model, stats=stats, **call)
             record.update(spec.summarise(result), status="ok", reason="")
         except VulnbenchError as exc:
             log.warning("%s on cluster %r failed: %s", attack, target, exc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -69,22 +71,39 @@ def test_prepare_rejects_bad_input_in_one_line(damage, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
+def _md5(path: Path) -> str:
+    import hashlib
+
+    return "md5:" + hashlib.md5(path.read_bytes()).hexdigest()
+
+
 def test_pbmc3k_loads_a_10x_archive_with_an_r_style_label_file(tmp_path) -> None:
     archive, labels = make_10x_archive(tmp_path)
-    adata = get("pbmc3k", labels_file=str(labels)).load(archive)
+    checksum = _md5(archive)
+    adata = get("pbmc3k", labels_file=str(labels), checksum=checksum).load(archive)
     assert adata.n_obs == 85 and adata.var_names.is_unique  # 5 unlabelled cells dropped
     assert not adata.uns["normalised"] and set(adata.obs["label"]) == {"type0", "type1", "type2"}
     with pytest.raises(DataError, match="label column 'celltype' missing"):
-        get("pbmc3k", labels_file=str(labels), label_column="celltype").load(archive)
+        get("pbmc3k", labels_file=str(labels), label_column="celltype", checksum=checksum).load(archive)
     with pytest.raises(DataError, match="label file not found"):
-        get("pbmc3k", labels_file=str(tmp_path / "nope.tsv")).load(archive)
+        get("pbmc3k", labels_file=str(tmp_path / "nope.tsv"), checksum=checksum).load(archive)
+
+
+def test_a_placed_pbmc3k_archive_is_held_to_the_checksum_and_kept(tmp_path) -> None:
+    """A hand-placed archive never went through the download rule: the same checksum check refuses it, untouched."""
+    archive, labels = make_10x_archive(tmp_path)
+    before = archive.read_bytes()
+    with pytest.raises(DataError, match=r"pbmc3k_filtered_gene_bc_matrices\.tar\.gz") as error:
+        get("pbmc3k", labels_file=str(labels)).load(archive)  # the real archive's md5, not this one's
+    assert "f76d73bf7a582aaf32b798bcae9574d3" in str(error.value) and "\n" not in str(error.value)
+    assert archive.read_bytes() == before
 
 
 def test_corrupt_archive_is_a_one_line_error(tmp_path) -> None:
     archive, labels = make_10x_archive(tmp_path)
     archive.write_bytes(archive.read_bytes()[:300])
     with pytest.raises(DataError):
-        get("pbmc3k", labels_file=str(labels)).load(archive)
+        get("pbmc3k", labels_file=str(labels), checksum=None).load(archive)
 
 
 def test_the_shared_pbmc3k_label_file_reads_as_published() -> None:
@@ -160,3 +179,70 @@ def test_h5ad_errors_name_the_file_and_what_is_missing(tmp_path) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="set path"):
         get("h5ad")
+
+
+def test_negative_values_counts_sparse_stored_values_and_dense_blocks(monkeypatch) -> None:
+    import scipy.sparse as sp
+
+    from vulnbench.sc.expression import negative_values
+
+    dense = np.array([[0.0, 1.5, -0.25], [2.0, -3.0, 0.0]], dtype=np.float32)
+    assert negative_values(dense) == (2, -3.0)
+    assert negative_values(np.asfortranarray(dense)) == (2, -3.0)
+    assert negative_values(np.abs(dense)) == (0, 0.0)
+    assert negative_values(np.array([[1, -4, 2]], dtype=np.int16)) == (1, -4.0)
+    assert negative_values(np.array([[1, 4]], dtype=np.uint8)) == (0, 0.0)
+    assert negative_values(np.array([[np.nan, -1.0]])) == (1, -1.0)  # NaN is not a negative value
+    monkeypatch.setattr(sp.csr_matrix, "toarray", lambda self: pytest.fail("densified a sparse matrix"))
+    assert negative_values(sp.csr_matrix(dense)) == (2, -3.0)
+
+
+def test_prepare_refuses_negative_values_unless_the_loader_allows_them(caplog) -> None:
+    from vulnbench.data.prepare import ALLOW_NEGATIVE
+
+    raw = get("synthetic", n_cells=60, n_genes=30, n_types=2, n_markers=5, seed=0).load()
+    normalised = prepare(raw.copy())
+    normalised.X.data[[0, 5]] = [-1.5, -0.5]  # as scaled (z-scored) values would be
+    del normalised.obs["split"]
+    with pytest.raises(DataError, match=r"expression has 2 negative value\(s\) of 1,800, minimum -1\.5: not log-norm"):
+        prepare(normalised.copy())
+    normalised.uns[ALLOW_NEGATIVE] = True
+    accepted = prepare(normalised)
+    assert accepted.X.min() == -1.5 and ALLOW_NEGATIVE not in accepted.uns
+
+
+def test_prepare_keeps_labels_that_look_missing_and_refuses_missing_ones(tmp_path) -> None:
+    raw = get("synthetic", n_cells=90, n_genes=30, n_types=3, n_markers=5, seed=0).load()
+    names = {"type0": "NA", "type1": "nan", "type2": "None"}
+    raw.obs["label"] = pd.Categorical(raw.obs["label"].astype(str).map(names))
+    prepared = prepare(raw.copy())
+    assert set(prepared.obs["label"]) == {"NA", "nan", "None"} and not prepared.obs["label"].isna().any()
+    prepared.write_h5ad(tmp_path / "p.h5ad")
+    assert set(ad.read_h5ad(tmp_path / "p.h5ad").obs["label"]) == {"NA", "nan", "None"}
+    raw.obs["label"] = raw.obs["label"].astype(object)
+    raw.obs.iloc[4, raw.obs.columns.get_loc("label")] = np.nan
+    with pytest.raises(DataError, match=r"1 cell\(s\) have no label, e.g. 'cell4'"):
+        prepare(raw)
+
+
+def test_label_file_reads_na_like_cell_types_as_labels(tmp_path) -> None:
+    path = tmp_path / "labels.tsv"
+    path.write_text("barcode\tcell_type\nc1\tNA\nc2\tnan\nc3\tNone\nc4\tnull\nc5\tB\n")
+    labels = read_label_file(path, "cell_type")
+    assert labels.to_dict() == {"c1": "NA", "c2": "nan", "c3": "None", "c4": "null", "c5": "B"}
+    path.write_text("barcode\tcell_type\nc1\tNA\nc2\t\nc3\t  \n")
+    with pytest.raises(DataError, match="has 2 empty labels"):
+        read_label_file(path, "cell_type")
+
+
+def test_h5ad_layer_raw_reads_the_files_raw(tmp_path) -> None:
+    original = _user_anndata()
+    original.raw = ad.AnnData(X=original.layers["lognorm"], obs=original.obs[[]], var=original.var)
+    original.X = original.layers.pop("lognorm") - 1.0  # scaled: negative values
+    path = tmp_path / "scaled.h5ad"
+    original.write_h5ad(path)
+    adata = get("h5ad", path=str(path), layer="raw").load()
+    assert adata.uns["normalised"] is True
+    np.testing.assert_allclose(np.asarray(adata.X), original.raw.X)
+    with pytest.raises(DataError, match=r"no layer 'counts' \(layers: raw = the file's \.raw\)"):
+        get("h5ad", path=str(path), layer="counts").load()

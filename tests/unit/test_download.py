@@ -32,11 +32,12 @@ class Server:
     root: Path
     requests: Counter[str] = field(default_factory=Counter)
     fail_first: dict[str, int] = field(default_factory=dict)
+    fail_status: int = 500
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    """Serves `directory`; /flaky/<name> answers 500 for the first fail_first[path] requests."""
+    """Serves `directory`; /flaky/<name> answers fail_status (500) for the first fail_first[path] requests."""
 
     state: Server
 
@@ -50,7 +51,7 @@ class _Handler(SimpleHTTPRequestHandler):
             count = state.requests[self.path]
         if self.path.startswith("/flaky/"):
             if count <= state.fail_first.get(self.path, 0):
-                self.send_error(500, "deliberate failure")
+                self.send_error(state.fail_status, "deliberate failure")
                 return
             self.path = self.path.removeprefix("/flaky")
         super().do_GET()
@@ -190,12 +191,43 @@ def test_existing_matching_file_is_kept(server: Server, tmp_path: Path) -> None:
     assert server.requests["/data.tsv"] == 1
 
 
-def test_existing_mismatching_file_is_replaced(server: Server, tmp_path: Path) -> None:
+def test_existing_mismatching_file_is_refused_not_replaced(server: Server, tmp_path: Path) -> None:
+    """A file at the destination may be the user's own: a wrong digest stops the rule, the file stays."""
     dest = tmp_path / "data.tsv"
     dest.write_bytes(b"stale")
-    download(f"{server.base_url}/data.tsv", dest, checksum=f"sha256:{SHA256}")
-    assert dest.read_bytes() == PAYLOAD
-    assert server.requests["/data.tsv"] == 1
+    with pytest.raises(DataError) as info:
+        download(f"{server.base_url}/data.tsv", dest, checksum=f"sha256:{SHA256}")
+    message = str(info.value)
+    assert "\n" not in message and str(dest) in message
+    assert f"expected sha256:{SHA256}" in message and f"found sha256:{hashlib.sha256(b'stale').hexdigest()}" in message
+    assert "move it away" in message
+    assert dest.read_bytes() == b"stale"
+    assert server.requests["/data.tsv"] == 0
+
+
+def test_existing_file_without_checksum_is_kept_with_a_warning(server: Server, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    dest = tmp_path / "data.tsv"
+    dest.write_bytes(b"mine")
+    with caplog.at_level("WARNING", logger="vulnbench.data.download"):
+        download(f"{server.base_url}/data.tsv", dest, checksum=None)
+    assert dest.read_bytes() == b"mine" and server.requests["/data.tsv"] == 0
+    assert "unverified" in caplog.text
+
+
+def test_retries_after_429_too_many_requests(server: Server, tmp_path: Path) -> None:
+    server.fail_first["/flaky/data.tsv"] = 1
+    server.fail_status = 429
+    dest = tmp_path / "data.tsv"
+    download(f"{server.base_url}/flaky/data.tsv", dest, checksum=f"sha256:{SHA256}", retries=2, backoff=0)
+    assert dest.read_bytes() == PAYLOAD and server.requests["/flaky/data.tsv"] == 2
+
+
+@pytest.mark.parametrize(("retries", "timeout", "min_rate"), [(0, 1.0, 1.0), (1, 0.0, 1.0), (1, 1.0, -1.0)])
+def test_bad_limits_are_config_errors(tmp_path: Path, retries: int, timeout: float, min_rate: float) -> None:
+    with pytest.raises(ConfigError):
+        download("http://127.0.0.1:9/x", tmp_path / "x", checksum=None, retries=retries, timeout=timeout,
+                 min_rate=min_rate)
 
 
 def _targz(members: dict[str, bytes]) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,17 +51,19 @@ def image_arm(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_build_simulate_analyse(image_arm, tmp_path: Path) -> None:
     manifest, records, attacks = image_arm
     settings = reader_study_settings({"reader_study": {"model": "m", "n_per_condition": 4, "n_readers": 3}}, ["m"])
-    study = tmp_path / "study"
-    run_build_reader_study(records, manifest, "ds", settings, 0, study, attack_root=attacks)
+    pointer = tmp_path / "study.json"
+    study = run_build_reader_study(records, manifest, "ds", settings, 0, pointer, attack_root=attacks)
+    assert study == tmp_path / "study"  # the pointer names the folder beside it
+    assert json.loads(pointer.read_text())["study"] == "study"
     shown = pd.read_csv(study / "manifest.csv")
     assert shown["condition"].value_counts().to_dict() == {"clean": 4, "pixel": 4, "color": 4}  # rotation: none
     assert set(shown.loc[shown["condition"] != "clean", "truth"]) == {"melanoma"}
     assert all("elsewhere" not in str(s) for s in shown["source"])  # only model m's images
     answers = tmp_path / "answers"
-    run_simulate_readers(study, settings, 0, answers)
+    run_simulate_readers(pointer, settings, 0, answers)
     assert len(list(answers.glob("*.csv"))) == 3
     out = tmp_path / "out"
-    table, test = analyse_study(study, answers, out / "auc.tsv", out / "effect.tsv", out / "effect.json",
+    table, test = analyse_study(pointer, answers, out / "auc.tsv", out / "effect.tsv", out / "effect.json",
                                 out / "auc.png", n_boot=200)
     assert {"clean", "adversarial"} <= set(table["condition_set"]) and (out / "auc.png").stat().st_size > 5000
     assert test.n == 3 * 12 and 0 <= test.p_adversarial <= 1
@@ -73,6 +76,17 @@ def test_settings_and_empty_studies_fail_in_one_line(image_arm, tmp_path: Path) 
     with pytest.raises(ConfigError, match="model 'x' is not configured"):
         reader_study_settings({"reader_study": {"model": "x"}}, ["m"])
     settings = reader_study_settings({"reader_study": {"model": "m", "attacks": ["rotation"]}}, ["m"])
-    with pytest.raises(DataError, match="no successful attack on m among rotation"):
-        run_build_reader_study(records, manifest, "ds", settings, 0, tmp_path / "s", attack_root=attacks)
-    assert not (tmp_path / "s").exists()
+    with pytest.raises(DataError, match="no successful attack on m among rotation, so nothing to show readers"):
+        run_build_reader_study(records, manifest, "ds", settings, 0, tmp_path / "s.json", attack_root=attacks)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s.json").exists()
+    # every attack failed: the records table has no adversarial_file column at all (was KeyError 'adversarial_file')
+    failed = pd.read_csv(records, sep="\t").drop(columns="adversarial_file").assign(outcome="failed")
+    failed.to_csv(tmp_path / "failed.tsv", sep="\t", index=False)
+    settings = reader_study_settings({"reader_study": {"model": "m"}}, ["m"])
+    with pytest.raises(DataError, match="no successful attack on m among pixel, color, rotation, so nothing to show"):
+        run_build_reader_study(tmp_path / "failed.tsv", manifest, "ds", settings, 0, tmp_path / "s.json",
+                               attack_root=attacks)
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(DataError, match="nothing to show readers"):
+        run_build_reader_study(tmp_path / "empty.tsv", manifest, "ds", settings, 0, tmp_path / "s.json",
+                               attack_root=attacks)

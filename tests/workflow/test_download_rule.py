@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anndata as ad
@@ -192,3 +193,73 @@ def test_a_bad_resource_checksum_fails_before_training(served_sctype, tmp_path: 
     assert errors and "checksum mismatch" in errors[0] and "ScTypeDB_full.xlsx" in errors[0]
     assert not (workdir / "resources" / "sctype" / "ScTypeDB_full.xlsx").exists()
     assert not (workdir / "results" / "models").exists()
+
+
+# -- a server that trickles: the rule must end on its own, in bounded time, with one line ------------------------
+class _TrickleHandler(BaseHTTPRequestHandler):
+    """Promises 100 kB, then sends a byte every 0.1 s (for at most 30 s, so the server always ends)."""
+
+    stop: threading.Event
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        deadline = time.monotonic() + 30
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def trickling(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    stop = threading.Event()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_TrickleHandler,), {"stop": stop}))
+    httpd.daemon_threads = True
+    httpd.handle_error = lambda request, address: None  # the client hanging up is the point
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_trickling_server_fails_the_rule_in_bounded_time(trickling: str, tmp_path: Path) -> None:
+    """timeout: 1 (from the config) is both the read timeout and the stall window: two attempts of about 1 s,
+    each logged, then one line naming the URL; no file, no partial file."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    url = f"{trickling}/ScTypeDB_full.xlsx"
+    config = {
+        "seed": 0,
+        "datasets": {"synthetic": {**SYNTHETIC, "test_size": 0.5}},
+        "classifiers": {"scrf": {"n_estimators": 10}},
+        "resources": {"sctype": {"ScTypeDB_full.xlsx": {"url": url, "checksum": None, "retries": 2, "timeout": 1}}},
+        "attacks": {"single_gene": {"grid": {"method": ["perc99"]}, "params": {"first_dichot": 5}}},
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "resources/sctype/ScTypeDB_full.xlsx", "--cores", "1", "--configfile",
+                       str(workdir / "config.yaml"), timeout=120)
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("vulnbench error")]
+    assert errors and url in errors[0] and "after 2 attempt(s)" in errors[0] and "stalled" in errors[0]
+    log = (workdir / "logs" / "download" / "sctype" / "ScTypeDB_full.xlsx.log").read_text()
+    attempts = [line for line in log.splitlines() if "failed after" in line]
+    assert len(attempts) == 2, log
+    for line in attempts:  # each attempt ended by the stall rule after one 1 s window
+        seconds = float(line.split("failed after ")[1].split(" s")[0])
+        assert 0.9 <= seconds < 3.0, line
+    folder = workdir / "resources" / "sctype"
+    assert not folder.exists() or list(folder.iterdir()) == []

@@ -22,6 +22,8 @@ rule run_attack:
         attack=attack_params,
         grid=attack_grid,
         clusters=attack_clusters,
+        seed=config_seed,
         code_version=CODE_VERSION,
+        code=lambda wildcards: attack_code(wildcards.attack, wildcards.classifier),
     script:
         "../scripts/attack.py"

@@ -5,6 +5,9 @@ from pathlib import Path
 import vulnbench
 from vulnbench.errors import ConfigError
 from vulnbench.matrix import (
+    attack_code,
+    classifier_code,
+    dataset_code,
     build,
     classifier_settings,
     dataset_settings,
@@ -16,6 +19,10 @@ from vulnbench.sc.attacks import ATTACKS
 from vulnbench.img.pipeline import (
     IMAGE_ATTACKS,
     build_image_jobs,
+    image_attack_code,
+    image_dataset_code,
+    image_model_code,
+    image_perturbation_code,
     image_dataset_settings,
     image_device,
     image_model_settings,
@@ -35,6 +42,11 @@ except ConfigError as error:
     sys.exit(f"vulnbench config error: {error}")
 
 CODE_VERSION = vulnbench.__version__
+
+
+def config_seed(wildcards):
+    """The config's seed: every job's random choices derive from it and the job's identity."""
+    return int(config.get("seed", 0))
 
 
 wildcard_constraints:

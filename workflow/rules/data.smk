@@ -34,6 +34,7 @@ rule prepare_dataset:
         dataset=dataset_params,
         split=split_params,
         code_version=CODE_VERSION,
+        code=lambda wildcards: dataset_code(wildcards.dataset),
     script:
         "../scripts/prepare.py"
 

@@ -33,6 +33,7 @@ rule prepare_images:
         dataset=image_dataset_params,
         prepare=image_prepare_params,
         code_version=CODE_VERSION,
+        code=lambda wildcards: image_dataset_code(wildcards.img_dataset),
     script:
         "../scripts/img_prepare.py"
 
@@ -62,6 +63,7 @@ rule train_image_model:
     params:
         model=image_model_params,
         code_version=CODE_VERSION,
+        code=lambda wildcards: image_model_code(),
     script:
         "../scripts/img_train.py"
 
@@ -90,6 +92,7 @@ rule image_attack:
         attack=image_attack_params,
         settings=image_run_params,
         code_version=CODE_VERSION,
+        code=lambda wildcards: image_attack_code(wildcards.img_attack),
     script:
         "../scripts/img_attack.py"
 
@@ -111,6 +114,7 @@ rule image_perturbations:
     params:
         settings=image_run_params,
         code_version=CODE_VERSION,
+        code=lambda wildcards: image_perturbation_code(),
     script:
         "../scripts/img_perturbations.py"
 
@@ -194,13 +198,16 @@ rule img_figure:
         "../scripts/img_plot.py"
 
 
+# The study's images go to results/reader_study/study/ (or study_v2/, … beside it when the previous study holds
+# readers' answers and changed): the rule's output is only the pointer naming the current one, because Snakemake
+# deletes a rule's outputs before rerunning it and a study folder may hold answers that exist nowhere else.
 rule reader_study_build:
     input:
         records="results/tables/img_attack_records.tsv",
         manifest=reader_study_manifest,
         images=image_attack_image_dirs,
     output:
-        directory("results/reader_study/study"),
+        "results/reader_study/study.json",
     log:
         "logs/reader_study/build.log",
     localrule: True
@@ -212,9 +219,10 @@ rule reader_study_build:
         "../scripts/reader_study.py"
 
 
+# simulated readers have a folder of their own (marked as such): no real reader's answers are ever in it
 rule reader_study_simulate:
     input:
-        "results/reader_study/study",
+        "results/reader_study/study.json",
     output:
         directory("results/reader_study/simulated_answers"),
     log:
@@ -230,7 +238,7 @@ rule reader_study_simulate:
 
 rule reader_study_analyse:
     input:
-        study="results/reader_study/study",
+        study="results/reader_study/study.json",
         answers=reader_study_answers,
     output:
         auc=report(

@@ -22,5 +22,6 @@ rule train_classifier:
     params:
         classifier=classifier_params,
         code_version=CODE_VERSION,
+        code=lambda wildcards: classifier_code(wildcards.classifier),
     script:
         "../scripts/train.py"

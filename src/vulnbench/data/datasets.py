@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from vulnbench.errors import ConfigError, DataError
 from vulnbench.registry import Registry
+from vulnbench.sc.expression import negative_values
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Dataset:
 
 
 def get(name: str, **params: Any) -> Dataset:
-    from vulnbench.matrix import check_params
+    from vulnbench.params import check_params
 
     cls = DATASETS.get(name)
     check_params(f"dataset {name!r}", params, cls)
@@ -112,10 +113,12 @@ class Pbmc3k(Dataset):
     def load(self, archive: Path | None = None) -> ad.AnnData:
         import scanpy as sc
 
-        from vulnbench.data.download import extract_tar
+        from vulnbench.data.download import extract_tar, verify_file
 
         if archive is None or not Path(archive).exists():
             raise DataError(f"pbmc3k archive missing: {archive}; run the download_dataset rule first")
+        # a hand-placed archive never went through the download rule: the same checksum holds it
+        verify_file(archive, self.checksum)
         folder = extract_tar(archive, Path(archive).with_suffix("").with_suffix(""))
         matrices = next(folder.rglob("matrix.mtx"), None)
         if matrices is None:
@@ -138,15 +141,16 @@ def read_label_file(path: str | Path, column: str) -> pd.Series:
     path = Path(path)
     if not path.exists():
         raise DataError(f"label file not found: {path} (set labels_file in the config)")
-    try:
-        table = pd.read_csv(path, sep="\t", index_col=0)
+    try:  # as text, without NA coercion: a cell type called "NA", "nan" or "None" is a label, not a missing one
+        table = pd.read_csv(path, sep="\t", index_col=0, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot parse label file {path}: {exc}") from None
     if column not in table.columns:
         raise DataError(f"label column {column!r} missing from {path} (columns: {', '.join(table.columns)})")
     labels = table[column]
-    if labels.isna().any():
-        raise DataError(f"label column {column!r} of {path} has {int(labels.isna().sum())} empty labels")
+    empty = labels.isna() | (labels.fillna("").str.strip() == "")  # NaN only where a row has too few fields
+    if empty.any():
+        raise DataError(f"label column {column!r} of {path} has {int(empty.sum())} empty labels")
     if labels.index.has_duplicates:
         raise DataError(f"duplicated cell barcode(s) in {path}: {labels.index[labels.index.duplicated()][0]}")
     return labels.astype(str)
@@ -158,8 +162,12 @@ class H5ad(Dataset):
 
     `normalised=None` autodetects: a matrix of non-negative integers is raw counts (log-normalised in
     `prepare`), anything else is taken as already log-normalised. Set it explicitly when that guess is wrong
-    (e.g. integer-rounded normalised values). Only X (or the layer), the cell and gene names and the labels
-    are kept; other obs/var columns, obsm and uns are dropped.
+    (e.g. integer-rounded normalised values). Negative values are refused unless `normalised=True`: neither
+    counts nor log-normalised expression has them, scaled or z-scored values (scanpy's `pp.scale`, a common X)
+    do, and classifiers and attacks would silently run on the wrong scale. `layer="raw"` reads the file's
+    `.raw` (where scanpy keeps the log-normalised values before scaling) unless a layer is called "raw".
+    Only the matrix, the cell and gene names and the labels are kept; other obs/var columns, obsm and uns
+    are dropped.
     """
 
     name = "h5ad"
@@ -180,7 +188,7 @@ class H5ad(Dataset):
         return [Path(self.path)]
 
     def load(self, archive: Path | None = None) -> ad.AnnData:
-        from vulnbench.data.prepare import check_cell_names
+        from vulnbench.data.prepare import ALLOW_NEGATIVE, check_cell_names
         from vulnbench.sc.expression import as_expression
 
         path = Path(self.path)
@@ -197,25 +205,60 @@ class H5ad(Dataset):
         if empty.any():
             raise DataError(f"{path}: label column {self.label_column!r} has {int(empty.sum())} missing or empty "
                             f"label(s), e.g. cell {full.obs_names[np.flatnonzero(empty)[0]]!r}")
+        genes = full.var_names
         if self.layer is None:
-            matrix = full.X
+            matrix, source = full.X, "X"
         elif self.layer in full.layers:
-            matrix = full.layers[self.layer]
+            matrix, source = full.layers[self.layer], f"layer {self.layer!r}"
+        elif self.layer == "raw" and full.raw is not None:
+            matrix, genes, source = full.raw.X, full.raw.var_names, ".raw"
         else:
-            raise DataError(f"{path}: no layer {self.layer!r} (layers: {', '.join(full.layers) or 'none'})")
-        adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=full.obs_names), var=pd.DataFrame(index=full.var_names))
+            raise DataError(f"{path}: no layer {self.layer!r} (layers: {layer_choices(full) or 'none'})")
+        adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=full.obs_names), var=pd.DataFrame(index=genes))
         try:
             expression = as_expression(adata)  # non-numeric, NaN / Inf, duplicated genes
             check_cell_names(adata)
         except DataError as error:
             raise DataError(f"{path}: {error}") from None
+        allow_negative = self.check_negative_values(path, expression.matrix, source, full)
         normalised = self.normalised if self.normalised is not None else not is_count_matrix(expression.matrix)
         log.info("%s: %d cells × %d genes, %s (%s)", path, adata.n_obs, adata.n_vars,
                  "log-normalised" if normalised else "raw counts",
                  "as configured" if self.normalised is not None else "autodetected")
         if sp.issparse(adata.X):
             adata.X = sp.csr_matrix(adata.X)
-        return with_labels(adata, labels.to_numpy(), normalised=normalised)
+        adata = with_labels(adata, labels.to_numpy(), normalised=normalised)
+        if allow_negative:
+            adata.uns[ALLOW_NEGATIVE] = True
+        return adata
+
+    def check_negative_values(self, path: Path, matrix: np.ndarray | sp.spmatrix, source: str,
+                              full: ad.AnnData) -> bool:
+        """Refuse negative values in one line that says what was found and where counts or log-normalised
+        values may be instead; with `normalised: true` they are the user's choice: a warning, and True."""
+        count, minimum = negative_values(matrix)
+        if not count:
+            return False
+        found = f"{source} has {count:,} negative value(s) of {int(np.prod(matrix.shape)):,}, minimum {minimum:.4g}"
+        if self.normalised:
+            log.warning("%s: %s; used as they are because normalised: true is set (counts and log-normalised "
+                        "expression are never negative: scaled or z-scored values?)", path, found)
+            return True
+        choices = layer_choices(full, skip=self.layer)
+        what = ("raw counts contain negative values" if self.normalised is False
+                else "not raw counts or log-normalised expression (scaled or z-scored?)")
+        raise DataError(f"{path}: {found}: {what}; point layer: at counts or log-normalised values "
+                        f"({f'this file has: {choices}' if choices else 'this file has no other layer'}) "
+                        f"or set normalised: true to use {source} as it is")
+
+
+def layer_choices(adata: ad.AnnData, skip: str | None = None) -> str:
+    """What `layer:` may name in this file, for messages: its layers, and "raw" for its `.raw` unless a layer has
+    that name; `skip` is the one already chosen."""
+    names = [str(name) for name in adata.layers if name != skip]
+    if adata.raw is not None and "raw" not in adata.layers and skip != "raw":
+        names.append("raw = the file's .raw")
+    return ", ".join(names)
 
 
 def read_h5ad_file(path: Path) -> ad.AnnData:

@@ -1,9 +1,10 @@
 """Reference files some classifiers read (not datasets): where to fetch them and how they are verified.
 
 A resource is `resources/<name>/<file>`; the `download_resource` rule fetches it with the same downloader as the
-datasets (retries, checksum, one-line offline error). URLs are pinned to a commit, so the bytes cannot drift under a
-moving branch; where no checksum is pinned (the files were never downloadable from the machines vulnbench is built
-on), the download logs the file's sha256 so that a user can pin it in the config:
+datasets (checksum, retries, a stall rule bounded by `timeout`, one-line offline error; see vulnbench.data.download).
+URLs are pinned to a commit, so the bytes cannot drift under a moving branch; where no checksum is pinned (the files
+were never downloadable from the machines vulnbench is built on), the download logs the file's sha256 so that a user
+can pin it in the config:
 
     resources:
       sctype:
@@ -65,7 +66,11 @@ def remote_file(config: Mapping[str, Any], resource: str, file: str) -> RemoteFi
     if unknown:
         raise ConfigError(f"resources {resource}/{file}: unknown key(s) {', '.join(sorted(unknown))} "
                           f"(allowed: url, checksum, retries, timeout)")
-    return replace(base, **overrides)
+    from vulnbench.data.download import parse_checksum
+
+    remote = replace(base, **overrides)
+    parse_checksum(remote.checksum)  # a malformed checksum is a config error at planning time, not after a fetch
+    return remote
 
 
 def resource_paths(params: Mapping[str, Any]) -> list[str]:
@@ -77,6 +82,7 @@ def resource_paths(params: Mapping[str, Any]) -> list[str]:
 
 
 def run_download_resource(remote: RemoteFile, output: str | Path) -> None:
+    """The download rule's work: fetch (or check, when it is already there) one reference file."""
     from vulnbench.data.download import download
 
     download(remote.url, Path(output), checksum=remote.checksum, retries=int(remote.retries),

@@ -323,15 +323,20 @@ class Isic2019(ImageDataset):
                 (self.input_url, ISIC2019_INPUT, self.input_checksum)]
 
     def download(self, dest_dir: Path) -> None:
-        from vulnbench.data.download import download
+        """Fetch the three files into `dest_dir`; files already there (placed by hand) are checked, never replaced."""
+        from vulnbench.data.download import download, parse_checksum
 
         if self.root is not None:
             log.info("isic2019: using the files in %s, nothing to download", self.root)
             return
+        for _url, _file_name, checksum in self.files():
+            parse_checksum(checksum)  # a typo in the zip's checksum fails now, not after the CSVs are fetched
         for url, file_name, checksum in self.files():
             download(url, Path(dest_dir) / file_name, checksum=checksum, retries=self.retries, timeout=self.timeout)
 
     def load(self, dest_dir: Path | None = None) -> LesionSet:
+        from vulnbench.data.download import verify_file
+
         folder = Path(self.root) if self.root is not None else dest_dir
         if folder is None:
             raise DataError("isic2019: no data folder; set root or run the download rule first")
@@ -341,10 +346,9 @@ class Isic2019(ImageDataset):
             if not path.is_file():
                 raise DataError(f"isic2019: {path} missing; run the download rule or set root to a folder with "
                                 f"{ISIC2019_INPUT}, {ISIC2019_GROUNDTRUTH} and {ISIC2019_METADATA}")
-            if self.root is not None and checksum is not None:
-                _verify_local(path, checksum)
-            elif self.root is not None:
-                log.info("isic2019: %s used unverified (no checksum configured)", path)
+            if self.root is not None:
+                verify_file(path, checksum, hint="files under root are never changed by vulnbench: replace the file "
+                                                 "or fix its checksum in the config")
         table = read_isic2019_groundtruth(folder / ISIC2019_GROUNDTRUTH)
         table["lesion_id"] = read_isic2019_lesion_ids(folder / ISIC2019_METADATA, table["image"])
         if self.max_images is not None and self.max_images < len(table):
@@ -355,17 +359,6 @@ class Isic2019(ImageDataset):
                  ", ".join(f"{c} {int((table['label'] == c).sum())}" for c in CLASSES))
         return LesionSet(ImageFiles(paths), table["label"].to_numpy(), table["lesion_id"].to_numpy(),
                          table["image"].to_numpy())
-
-
-def _verify_local(path: Path, checksum: str) -> None:
-    from vulnbench.data.download import file_digest
-
-    algorithm, separator, expected = str(checksum).strip().partition(":")
-    if not separator or not expected:
-        raise ConfigError(f"bad checksum {checksum!r} for {path.name}: expected 'sha256:<hex>' or 'md5:<hex>'")
-    actual = file_digest(path, algorithm.lower())
-    if actual != expected.lower():
-        raise DataError(f"checksum mismatch for {path}: expected {algorithm}:{expected}, got {algorithm}:{actual}")
 
 
 def read_isic2019_groundtruth(path: Path) -> pd.DataFrame:

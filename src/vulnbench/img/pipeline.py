@@ -17,12 +17,21 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import Any, Literal
 
 import pandas as pd
 
 from vulnbench.errors import ConfigError
-from vulnbench.matrix import check_budgets, check_grid, check_params, grid_cells, signature_defaults
+from vulnbench.matrix import check_grid, grid_cells
+from vulnbench.params import (
+    Parameter,
+    check_name,
+    check_params,
+    check_values,
+    declared_parameters,
+    signature_defaults,
+)
 from vulnbench.registry import Registry
 
 #: dataset keys that configure preparation (resize + grouped split), not the loader
@@ -35,33 +44,44 @@ SECTION_KEYS = ("datasets", "models", "attacks", "max_attack_images", "systemati
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "aux_weight", "color_jitter", "crop_scale", "weights")
 
 
-def _de_parameters() -> tuple[str, ...]:
-    from vulnbench.img.attacks.de import de_attack
-
-    return tuple(k for k in signature_defaults(de_attack) if k not in ("seed", "batch_size"))
+#: differential-evolution settings every DE attack takes (`de_attack`'s keywords), beside its own geometry
+DE_COMMON = ("popsize", "max_generations", "stop_confidence", "objective", "vectorized", "parity")
 
 
 @dataclass(frozen=True)
 class ImageAttackSpec:
-    """An image attack as the pipeline runs it: its parameters and whether it needs gradients (white box)."""
+    """An image attack as the pipeline runs it: its own parameters, whether it needs gradients (white box)."""
 
     parameters: tuple[str, ...]
     white_box: bool
     description: str
+    #: the module that runs it: its code hash decides when its jobs rerun
+    module: str = "vulnbench.img.attacks.de"
 
 
 IMAGE_ATTACKS: Registry[ImageAttackSpec] = Registry("image attack")
 IMAGE_ATTACKS.register("fgsm")(ImageAttackSpec(
-    ("eps_levels", "space"), True, "one signed-gradient step of eps_levels/255 (normalised or pixel space)"))
-for _name, _text in (("pixel", "n-pixel attack (differential evolution)"),
-                     ("color", "colour-balance multipliers in [1 − δ, 1 + δ] (differential evolution)"),
-                     ("rotation", "rotation + translation (differential evolution)")):
-    IMAGE_ATTACKS.register(_name)(ImageAttackSpec((), False, _text))
+    ("eps_levels", "space"), True, "one signed-gradient step of eps_levels/255 (normalised or pixel space)",
+    "vulnbench.img.attacks.fgsm"))
+for _name, _own, _text in (
+    ("pixel", ("n_pixels",), "n-pixel attack (differential evolution)"),
+    ("color", ("delta",), "colour-balance multipliers in [1 − δ, 1 + δ] (differential evolution)"),
+    ("rotation", ("max_translation", "symmetric"), "rotation + translation (differential evolution)"),
+):
+    IMAGE_ATTACKS.register(_name)(ImageAttackSpec((*_own, *DE_COMMON), False, _text))
 
 
-def attack_parameters(name: str) -> tuple[str, ...]:
+def fgsm_parameters(*, eps_levels: float = 8, space: Literal["normalized", "pixel"] = "normalized") -> None:
+    """FGSM's config parameters as the image attack stage reads them: the step in 8-bit levels and the space."""
+
+
+def attack_parameters(name: str) -> dict[str, Parameter]:
+    """The declared parameters (default, type, choices) a config may set for one image attack."""
+    from vulnbench.img.attacks.de import de_attack
+
     spec = IMAGE_ATTACKS.get(name)
-    return spec.parameters if spec.white_box else _de_parameters()
+    declared = declared_parameters(fgsm_parameters if spec.white_box else de_attack)
+    return {key: declared[key] for key in spec.parameters}
 
 
 def images_section(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,9 +123,10 @@ def validate_images_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config images datasets: {IMAGE_DATASETS.unknown_message(name)}")
         loader_keys = set(signature_defaults(IMAGE_DATASETS.get(name))) - {"image_size"}
         check_params(f"image dataset {name!r}", entry, extra=loader_keys | set(PREPARE_KEYS))
-        check_budgets(f"image dataset {name!r}", entry)
+        check_values(f"image dataset {name!r}", entry, declared_parameters(IMAGE_DATASETS.get(name)))
     train_allowed = set(TRAIN_KEYS) & set(signature_defaults(train_image_model))
     for name, entry in _entries(section, "models").items():
+        check_name("config images models", name)
         architecture = architecture_of(name, entry)
         if architecture not in IMAGE_MODELS:
             raise ConfigError(f"image model {name!r}: {IMAGE_MODELS.unknown_message(architecture)}")
@@ -113,7 +134,8 @@ def validate_images_config(config: Mapping[str, Any]) -> None:
         model_keys = set(inspect.signature(builder).parameters) - {"image_size", "weights", "seed", "device"}
         allowed = set(MODEL_KEYS) | model_keys | (set() if is_black_box(architecture) else train_allowed)
         check_params(f"image model {name!r}", entry, extra=allowed)
-        check_budgets(f"image model {name!r}", entry)
+        check_values(f"image model {name!r}", entry,
+                     {**declared_parameters(builder), **declared_parameters(train_image_model)})
     models = _entries(section, "models")
     for name, entry in _entries(section, "attacks").items():
         if name not in IMAGE_ATTACKS:
@@ -201,3 +223,41 @@ def image_run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return {"max_attack_images": section.get("max_attack_images", 20), "seed": int(config.get("seed", 0)),
             "offset_kind": (section.get("systematic") or {}).get("offset_kind", "additive"),
             "device": image_device(config)}
+
+
+# -- the code each image job runs (Snakemake reruns a job when this hash, one of its params, changes) ---------------
+#: every architecture's builder and training live in this module
+IMAGE_MODEL_MODULE = "vulnbench.img.models"
+
+
+@cache
+def image_dataset_code(dataset: str) -> str:
+    """Hash of the code that loads and prepares one image dataset."""
+    from vulnbench.codehash import code_hash
+    from vulnbench.img.data import IMAGE_DATASETS
+
+    return code_hash(IMAGE_DATASETS.get(dataset))
+
+
+@cache
+def image_model_code() -> str:
+    """Hash of the code that builds, trains and runs the image models."""
+    from vulnbench.codehash import code_hash
+
+    return code_hash(IMAGE_MODEL_MODULE)
+
+
+@cache
+def image_attack_code(attack: str) -> str:
+    """Hash of one image attack's code and the model code it runs."""
+    from vulnbench.codehash import code_hash
+
+    return code_hash(IMAGE_ATTACKS.get(attack).module, IMAGE_MODEL_MODULE)
+
+
+@cache
+def image_perturbation_code() -> str:
+    """Hash of the systematic perturbations' code and the model code."""
+    from vulnbench.codehash import code_hash
+
+    return code_hash("vulnbench.img.attacks.systematic", IMAGE_MODEL_MODULE)

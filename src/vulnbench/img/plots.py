@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 
 from vulnbench.errors import ConfigError
-from vulnbench.io import atomic_path
+from vulnbench.io import atomic_path, read_table
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +164,10 @@ def run_img_plot(figure: str, attacks: str | Path, records: str | Path, perturba
     if figure not in IMAGE_FIGURES:
         raise ConfigError(f"unknown image figure {figure!r} (known: {', '.join(IMAGE_FIGURES)})")
     if figure == "attacks":
-        plot_attacks(pd.read_csv(attacks, sep="\t"), out)
+        plot_attacks(read_table(attacks), out)
     elif figure == "confidence":
-        plot_confidence(pd.read_csv(records, sep="\t"), out)
+        plot_confidence(read_table(records), out)
     elif figure == "panels":
-        plot_panels(pd.read_csv(records, sep="\t"), manifests, out)
+        plot_panels(read_table(records), manifests, out)
     else:
-        plot_perturbations(pd.read_csv(perturbations, sep="\t"), out)
+        plot_perturbations(read_table(perturbations), out)

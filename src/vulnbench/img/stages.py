@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from vulnbench.errors import DataError
-from vulnbench.io import atomic_path, read_json, write_json, write_table
+from vulnbench.io import atomic_path, read_json, read_table, write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -135,23 +135,30 @@ def attack_set(manifest: str | Path, max_images: int | None) -> tuple[np.ndarray
 
 def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, params: Mapping[str, Any],
                      settings: Mapping[str, Any], out_result: str | Path, out_images: str | Path,
-                     threads: int | None = None) -> None:
+                     threads: int | None = None, identity: Mapping[str, Any] | None = None) -> None:
     """Attack the correctly classified melanomas of the test split; save each adversarial image as PNG, reload it
-    and re-classify it (`verified`: the saved file still fools the model)."""
+    and re-classify it (`verified`: the saved file still fools the model).
+
+    The attack's randomness is seeded from the config's seed and the job's `identity` (dataset, model, pid), so
+    two attacks or two grid cells never share a random stream and a rerun repeats every number."""
     from vulnbench.img.attacks.de import attack_images
     from vulnbench.img.attacks.fgsm import fgsm
     from vulnbench.img.base import softmax
     from vulnbench.img.metrics import clopper_pearson
+    from vulnbench.seeding import job_seed
 
     start_image_job(threads)
     started = time.perf_counter()
     model = load_image_model(model_path, settings["device"])
     images, labels, frame = attack_set(manifest, settings.get("max_attack_images"))
+    seed = None  # FGSM draws no random numbers
     if attack == "fgsm":
         records, adversarials = _fgsm_records(model, images, params, fgsm)
     else:
-        records, adversarials = attack_images(model, images, labels, attack, seed=int(settings["seed"]),
-                                              **dict(params))
+        ident = identity or {}
+        seed = job_seed(int(settings["seed"]), "img", ident.get("dataset"), ident.get("model"), attack,
+                        ident.get("pid"))
+        records, adversarials = attack_images(model, images, labels, attack, seed=seed, **dict(params))
     out_dir = Path(out_images)
     out_dir.mkdir(parents=True, exist_ok=True)
     for record, adversarial, name in zip(records, adversarials, frame["image"], strict=True):
@@ -176,7 +183,7 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
                "success_lo": low, "success_hi": high,
                "mean_forward": float(np.mean([r["n_forward"] for r in attacked])) if attacked else 0.0,
                "runtime_s": time.perf_counter() - started}
-    write_json(out_result, {"attack": attack, "params": _plain(dict(params)), "summary": _plain(summary),
+    write_json(out_result, {"attack": attack, "params": _plain(dict(params)), "seed": seed, "summary": _plain(summary),
                             "records": _plain(records)})
     log.info("%s: %d of %d attacked melanomas flipped (%d still fooled after saving)", attack, n_success,
              len(attacked), summary["n_verified"])
@@ -315,5 +322,5 @@ def write_failed_img_attack_table(jobs: pd.DataFrame, result: str, log_file: str
 
 
 def run_img_perturbation_table(tables: Sequence[str | Path], out_table: str | Path) -> None:
-    frames = [pd.read_csv(path, sep="\t").assign(dataset=Path(path).parts[-2]) for path in tables]
+    frames = [read_table(path).assign(dataset=Path(path).parts[-2]) for path in tables]
     write_table(out_table, pd.concat(frames, ignore_index=True))

@@ -26,15 +26,14 @@ from scipy.stats import norm, rankdata
 
 from vulnbench.errors import ConfigError, DataError
 from vulnbench.io import atomic_path
-from vulnbench.reader.study import (
-    ADVERSARIAL,
+from vulnbench.reader.answers import (
     ANSWER_COLUMNS,
-    CLEAN,
-    POOLED,
-    check_reader_name,
-    load_study,
-    read_reader_csv,
+    SIMULATED_MARKER,
+    VERSION_PREFIX,
+    read_answer_file,
+    version_line,
 )
+from vulnbench.reader.study import ADVERSARIAL, CLEAN, POOLED, check_reader_name, load_study
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,9 @@ def read_answers(study_dir: str | Path, answers_dir: str | Path) -> pd.DataFrame
     """All readers' answers joined with the manifest: one row per (reader, image).
 
     Columns: reader, image, answer (0 benign / 1 malignant), response_time_ms, timestamp, source, condition, truth,
-    order, melanoma (truth as 0/1), adversarial (0/1), correct (0/1). The reader is the CSV's file name.
+    order, melanoma (truth as 0/1), adversarial (0/1), correct (0/1). The reader is the CSV's file name. A torn last
+    line or a repeated answer is left out and logged (see `vulnbench.reader.answers`); answers to another study, or
+    simulated readers mixed with real ones, are errors.
     """
     study = load_study(study_dir)
     known = frozenset(study.images)
@@ -52,12 +53,15 @@ def read_answers(study_dir: str | Path, answers_dir: str | Path) -> pd.DataFrame
     if not files:
         raise DataError(f"no reader answer files (*.csv) in {answers_dir}")
     frames = []
+    kinds: dict[bool, list[str]] = {True: [], False: []}
     for path in files:
         try:
             reader = check_reader_name(path.stem)
         except ConfigError as error:
             raise DataError(f"{path}: {error}") from None
-        answers = read_reader_csv(path, known)
+        parsed = read_answer_file(path, known, study.study_id)
+        kinds[parsed.simulated].append(path.name)
+        answers = parsed.frame
         if answers.empty:
             log.warning("%s holds no answers yet: skipped", path)
             continue
@@ -65,6 +69,9 @@ def read_answers(study_dir: str | Path, answers_dir: str | Path) -> pd.DataFrame
             log.info("reader %s answered %d of %d images", reader, len(answers), len(known))
         answers.insert(0, "reader", reader)
         frames.append(answers)
+    if kinds[True] and kinds[False]:
+        raise DataError(f"{answers_dir} mixes simulated readers ({', '.join(kinds[True][:2])}) with real ones "
+                        f"({', '.join(kinds[False][:2])}): analyse them apart")
     if not frames:
         raise DataError(f"the answer files in {answers_dir} hold no answers")
     frame = pd.concat(frames, ignore_index=True).merge(study.manifest, on="image", how="left", validate="many_to_one")
@@ -313,6 +320,10 @@ def simulate_readers(study_dir: str | Path, answers_dir: str | Path, n_readers: 
                      adversarial_effect: float = 0.0) -> list[Path]:
     """Write answer CSVs of simulated readers sim01, sim02, … (the pipeline's default run and the tests).
 
+    They go to a folder of their own, marked as simulated (a real reader's server refuses to write there, the
+    analysis refuses to mix the two): a folder that holds anything of a real reader is refused, so a simulation can
+    never overwrite a reader's answers.
+
     A simulated reader is right with probability `sensitivity` on melanomas and `specificity` on naevi;
     `adversarial_effect` is added to the log-odds of being right on adversarial images (negative = fooled).
     Response times are log-normal around 2.5 s. Same seed → byte-identical files.
@@ -324,7 +335,8 @@ def simulate_readers(study_dir: str | Path, answers_dir: str | Path, n_readers: 
             raise ConfigError(f"{name} must lie strictly between 0 and 1, got {value}")
     if not math.isfinite(adversarial_effect):
         raise ConfigError(f"adversarial_effect must be finite, got {adversarial_effect}")
-    manifest = load_study(study_dir).manifest
+    study = load_study(study_dir)
+    manifest = study.manifest
     melanoma = (manifest["truth"] == "melanoma").to_numpy()
     adversarial = (manifest["condition"] != CLEAN).to_numpy()
     p_correct = expit(logit(np.where(melanoma, sensitivity, specificity)) + adversarial_effect * adversarial)
@@ -333,16 +345,17 @@ def simulate_readers(study_dir: str | Path, answers_dir: str | Path, n_readers: 
     answers = np.where(correct, melanoma, ~melanoma).astype(int)
     times = rng.lognormal(mean=math.log(2500.0), sigma=0.5, size=answers.shape)
     answers_dir = Path(answers_dir)
-    others = [p.name for p in answers_dir.glob("*.csv") if not p.stem.startswith("sim")] if answers_dir.exists() else []
-    if others:
-        log.warning("%s also holds answer files of other readers (%s): the analysis will mix them with the "
-                    "simulated ones", answers_dir, ", ".join(sorted(others)[:3]))
+    _check_simulation_folder(answers_dir, study.directory)
+    answers_dir.mkdir(parents=True, exist_ok=True)
+    (answers_dir / SIMULATED_MARKER).write_text("simulated readers (vulnbench reader-study simulate): rewritten on "
+                                                "every run, never a real reader's folder\n", encoding="utf-8")
     start = datetime(2020, 1, 1, tzinfo=UTC)
     written = []
     for index in range(int(n_readers)):
         path = answers_dir / f"sim{index + 1:02d}.csv"
         clock = start + timedelta(days=index) + pd.to_timedelta(np.cumsum(times[index]), unit="ms")
         with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+            handle.write(version_line(study.study_id, path.stem, simulated=True) + "\n")
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(ANSWER_COLUMNS)
             for image, answer, rt, stamp in zip(manifest["image"], answers[index], times[index], clock, strict=True):
@@ -351,6 +364,31 @@ def simulate_readers(study_dir: str | Path, answers_dir: str | Path, n_readers: 
     log.info("simulated %d readers (sensitivity %.2f, specificity %.2f, adversarial effect %+.2f) in %s",
              n_readers, sensitivity, specificity, adversarial_effect, answers_dir)
     return written
+
+
+def _check_simulation_folder(folder: Path, study_dir: Path) -> None:
+    """Only an absent or empty folder, or one a simulation wrote (marker + simulated files), may take simulated
+    readers."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ConfigError(f"simulated answers folder {folder} is not a folder")
+    real = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name == SIMULATED_MARKER:
+            continue
+        if entry.suffix == ".csv" and entry.is_file() and _is_simulated_file(entry):
+            continue
+        real.append(entry.name)
+    if real:
+        raise DataError(f"{folder} holds real readers' files ({', '.join(real[:3])}); simulated readers go to a folder "
+                        f"of their own, e.g. --answers {study_dir.parent / (study_dir.name + '_simulated')}")
+
+
+def _is_simulated_file(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        first = handle.readline(300).decode("utf-8", "replace")
+    return first.startswith(VERSION_PREFIX) and "; simulated=yes" in first
 
 
 def analyse_study(study_dir: str | Path, answers_dir: str | Path, out_auc: str | Path, out_effect: str | Path,

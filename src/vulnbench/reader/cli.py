@@ -29,23 +29,30 @@ def _add_commands(parser: argparse.ArgumentParser) -> None:
                        help="CSV/TSV with columns path,label (label: melanoma or nevus)")
     build.add_argument("--adversarial", action="append", default=[], metavar="ATTACK=LIST",
                        help="attacked images of one attack, same format (repeatable)")
-    build.add_argument("--out", required=True, type=Path, help="study directory to create")
+    build.add_argument("--out", required=True, type=Path,
+                       help="study directory to create; one that holds readers' answers is never replaced")
     build.add_argument("--n-per-condition", required=True, type=int)
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--image-size", type=int, default=None, help="resize every image to a square of this size")
     build.set_defaults(handler=_build)
 
-    serve = commands.add_parser("serve", help="run the reader web app for one reader")
-    serve.add_argument("study", type=Path, help="study directory (made by build)")
-    serve.add_argument("--reader", required=True, help="reader name: letters, digits, '_' or '-'")
+    serve = commands.add_parser("serve", help="run the reader web app; prints each reader's personal link")
+    serve.add_argument("study", type=Path, help="study directory (made by build) or the pipeline's study.json")
+    serve.add_argument("--reader", required=True, action="append",
+                       help="reader name: letters, digits, '_' or '-' (repeatable: one link per reader)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     serve.add_argument("--port", type=int, default=8765, help="port (0 = any free port; default 8765)")
     serve.add_argument("--answers", type=Path, default=None, help="answers directory (default STUDY/answers)")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="another host name browsers use for this server (repeatable; checked in every request)")
+    serve.add_argument("--request-timeout", type=float, default=20.0, metavar="SECONDS",
+                       help="time a browser has to send a whole request (default 20)")
     serve.set_defaults(handler=_serve)
 
     simulate = commands.add_parser("simulate", help="write answers of simulated readers")
     simulate.add_argument("study", type=Path)
-    simulate.add_argument("--answers", required=True, type=Path)
+    simulate.add_argument("--answers", required=True, type=Path,
+                          help="a folder of its own for the simulated readers (one holding real answers is refused)")
     simulate.add_argument("--readers", type=int, default=5)
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--sensitivity", type=float, default=0.8)
@@ -92,7 +99,8 @@ def _build(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from vulnbench.reader.app import run
 
-    run(args.study, args.reader, host=args.host, port=args.port, answers_dir=args.answers)
+    run(args.study, args.reader, host=args.host, port=args.port, answers_dir=args.answers,
+        allowed_hosts=args.allowed_host, request_timeout=args.request_timeout)
 
 
 def _simulate(args: argparse.Namespace) -> None:

@@ -37,17 +37,19 @@ def reader_study_settings(section: Mapping[str, Any], models: list[str]) -> dict
 
 
 def run_build_reader_study(records: str | Path, manifest: str | Path, dataset: str, settings: Mapping[str, Any],
-                           seed: int, out_dir: str | Path, attack_root: str | Path = "results/img/attacks") -> None:
-    """Clean test images (both classes) and the chosen model's successful adversarial images, blinded."""
-    from vulnbench.reader.study import build_study
+                           seed: int, pointer: str | Path, attack_root: str | Path = "results/img/attacks") -> Path:
+    """Clean test images (both classes) and the chosen model's successful adversarial images, blinded.
+
+    The study goes beside `pointer` (results/reader_study/study.json → study/, or study_v2/, … when the previous
+    study holds readers' answers and changed; see `build_versioned_study`); returns the study folder.
+    """
+    from vulnbench.reader.study import build_versioned_study
 
     frame = pd.read_csv(manifest, sep="\t")
     test = frame[frame["split"] == "test"]
     root = Path(manifest).parent
     clean = [(root / path, label) for path, label in zip(test["path"], test["label"], strict=True)]
-    table = pd.read_csv(records, sep="\t")
-    chosen = table[(table["dataset"] == dataset) & (table["model"] == settings["model"])
-                   & (table["outcome"] == "success") & table["adversarial_file"].notna()]
+    chosen = _successful_attacks(records, dataset, settings["model"])
     adversarial: dict[str, list[tuple[Path, str]]] = {}
     for attack in settings["attacks"]:
         rows = chosen[chosen["attack"] == attack]
@@ -58,8 +60,25 @@ def run_build_reader_study(records: str | Path, manifest: str | Path, dataset: s
     adversarial = {a: items for a, items in adversarial.items() if items}
     if not adversarial:
         raise DataError(f"reader study: no successful attack on {settings['model']} among "
-                        f"{', '.join(settings['attacks'])}; nothing adversarial to show")
-    build_study(clean, adversarial, out_dir, int(settings["n_per_condition"]), seed)
+                        f"{', '.join(settings['attacks'])}, so nothing to show readers (attack more images, or choose "
+                        "another model or attacks under images: reader_study:)")
+    return build_versioned_study(clean, adversarial, pointer, int(settings["n_per_condition"]), seed)
+
+
+def _successful_attacks(records: str | Path, dataset: str, model: str) -> pd.DataFrame:
+    """Rows of saved successful attacks; a table without any (no adversarial_file column at all) gives none."""
+    try:
+        table = pd.read_csv(records, sep="\t")
+    except pd.errors.EmptyDataError:
+        table = pd.DataFrame()
+    needed = ["dataset", "model", "attack", "pid", "outcome", "adversarial_file"]
+    if table.empty or "adversarial_file" not in table.columns:
+        return pd.DataFrame(columns=needed)
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise DataError(f"attack records {records} lack columns {', '.join(missing)}")
+    return table[(table["dataset"] == dataset) & (table["model"] == model) & (table["outcome"] == "success")
+                 & table["adversarial_file"].notna()]
 
 
 def run_simulate_readers(study: str | Path, settings: Mapping[str, Any], seed: int, answers_dir: str | Path) -> None:

@@ -2,22 +2,25 @@
 
 The images are copied under opaque names (img_0001.png, …) in a shuffled order, so neither the file name nor the
 position tells a reader whether an image is clean or attacked; the manifest (manifest.csv) is the key, read by the
-analysis and by the app's server but never sent to the browser. The reader CSV format is defined here because both
-the app (writer) and the analysis (reader) depend on it.
+analysis and by the app's server but never sent to the browser. Readers' answers live in the study's answers/
+folder, so a study that holds answers is never replaced: a rebuild that would change it refuses (`build_study`) or
+goes into a new versioned folder beside it (`build_versioned_study`, the pipeline's build, which leaves a small
+pointer file naming the current study). The answers file format is in `vulnbench.reader.answers`.
 """
 
 from __future__ import annotations
 
-import csv
+import glob
+import hashlib
+import io
+import json
 import logging
-import math
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vulnbench.errors import ConfigError, DataError
 from vulnbench.img.base import CLASSES
+from vulnbench.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +41,23 @@ ADVERSARIAL = "adversarial"
 POOLED = "pooled"
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("image", "source", "condition", "truth", "order")
-#: one reader's answers file, <answers_dir>/<reader>.csv; answer 0 = benign, 1 = malignant (as the original app)
-ANSWER_COLUMNS = ("image", "answer", "response_time_ms", "timestamp")
-#: the original PyQt app's export (thelynchlab/dermoscopy-app): no times
-ORIGINAL_ANSWER_COLUMNS = ("Image_name", "Diagnosis")
-ANSWER_VALUES = {"benign": 0, "malignant": 1}
+#: the study's readers' answers, <study>/answers/<reader>.csv (the default of `serve --answers`)
+ANSWERS = "answers"
+#: what a study folder holds; anything else in it (above all answers) stops a rebuild from replacing it
+_STUDY_ENTRIES = frozenset({MANIFEST, "images", ANSWERS})
+POINTER_FORMAT = "vulnbench-reader-study-pointer/1"
+MAX_NAME_LENGTH = 64
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def check_reader_name(reader: str) -> str:
-    """Reader names become file names: only letters, digits, '_' and '-' (no path tricks), and not 'pooled'."""
-    if not isinstance(reader, str) or not _SAFE_NAME.fullmatch(reader) or reader == POOLED:
-        raise ConfigError(f"invalid reader name {reader!r}: use letters, digits, '_' or '-' (and not {POOLED!r})")
+    """Reader names become file names: only letters, digits, '_' and '-' (no path tricks), not too long, and not
+    'pooled'."""
+    if (not isinstance(reader, str) or len(reader) > MAX_NAME_LENGTH or not _SAFE_NAME.fullmatch(reader)
+            or reader == POOLED):
+        shown = reader[:MAX_NAME_LENGTH] + "…" if isinstance(reader, str) and len(reader) > MAX_NAME_LENGTH else reader
+        raise ConfigError(f"invalid reader name {shown!r}: use up to {MAX_NAME_LENGTH} letters, digits, '_' or '-' "
+                          f"(and not {POOLED!r})")
     return reader
 
 
@@ -69,6 +78,12 @@ class Study:
     images: tuple[str, ...]
     #: opaque name → file on disk (the only files the app ever serves)
     paths: Mapping[str, Path]
+    #: digest of the manifest: answers files carry it, so answers never meet another study's key
+    study_id: str = ""
+
+    @property
+    def answers_dir(self) -> Path:
+        return self.directory / ANSWERS
 
 
 def build_study(clean: Sequence[tuple[str | Path, str]], adversarial: Mapping[str, Sequence[tuple[str | Path, str]]],
@@ -78,8 +93,70 @@ def build_study(clean: Sequence[tuple[str | Path, str]], adversarial: Mapping[st
     `clean` and each `adversarial[attack]` list (image file, true label ∈ {melanoma, nevus}). With fewer images than N
     a condition uses all it has (logged). `image_size` resizes every image to a square of that many pixels, so that
     clean and attacked images cannot be told apart by their resolution; None keeps each image's size. The study
-    directory appears complete or not at all (built in a temporary directory, then renamed).
+    directory appears complete or not at all (built in a temporary directory, then renamed). An existing study is
+    replaced only while it holds no answers and nothing but a study: a rebuild that leaves the study unchanged keeps
+    it (answers included), a changed one refuses with a one-line error that names a free folder beside it.
     """
+    out_dir = Path(out_dir)
+    staging = _stage_study(clean, adversarial, out_dir, n_per_condition, seed, image_size)
+    try:
+        if same_study(staging, out_dir):
+            log.info("reader study %s is unchanged: kept as it is", out_dir)
+        else:
+            _install(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out_dir
+
+
+def build_versioned_study(clean: Sequence[tuple[str | Path, str]],
+                          adversarial: Mapping[str, Sequence[tuple[str | Path, str]]], pointer: str | Path,
+                          n_per_condition: int, seed: int, *, image_size: int | None = None) -> Path:
+    """The pipeline's build: the study goes into <pointer stem> (e.g. study/) or, when that folder holds answers and the
+    study changed, into the next free study_v2/, study_v3/ beside it; the old one is left whole. An unchanged study is
+    kept where it is. The pointer (a small JSON file, the rule's output: Snakemake deletes outputs before it reruns a
+    rule, so a study folder must not be one) names the current study; `load_study` and the commands accept it."""
+    pointer = Path(pointer)
+    if pointer.suffix != ".json":
+        raise ConfigError(f"the reader study pointer must be a .json file, got {pointer}")
+    base = pointer.with_suffix("")
+    staging = _stage_study(clean, adversarial, base, n_per_condition, seed, image_size)
+    try:
+        existing = study_versions(base)
+        target = next((folder for folder in existing if same_study(staging, folder)), None)
+        if target is not None:
+            log.info("reader study %s is unchanged: kept as it is", target)
+        else:
+            target = existing[-1] if existing else base
+            problem = study_folder_problem(target) if target.exists() else None
+            if problem is not None:
+                new = next_free_version(base)
+                log.warning("reader study %s %s: the new study goes beside it into %s, the old one is left whole",
+                            target, problem, new)
+                target = new
+            try:
+                _install(staging, target)
+            except DataError as refused:  # answers appeared in the meantime (a server started): go beside it
+                target = next_free_version(base)
+                log.warning("%s; building into %s instead", refused, target)
+                _install(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    study = load_study(target)
+    counts = study.manifest["condition"].value_counts().sort_index().to_dict()
+    payload = {"format": POINTER_FORMAT, "study": target.name, "study_id": study.study_id,
+               "n_images": len(study.images), "conditions": {str(k): int(v) for k, v in counts.items()},
+               "answers": f"{target.name}/{ANSWERS}"}
+    with atomic_path(pointer) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def _stage_study(clean: Sequence[tuple[str | Path, str]], adversarial: Mapping[str, Sequence[tuple[str | Path, str]]],
+                 out_dir: Path, n_per_condition: int, seed: int, image_size: int | None) -> Path:
+    """Sample, shuffle and copy into a hidden temporary folder beside `out_dir`; the caller moves it into place."""
     if int(n_per_condition) < 1:
         raise ConfigError(f"n_per_condition must be at least 1, got {n_per_condition}")
     if image_size is not None and int(image_size) < 8:
@@ -101,7 +178,6 @@ def build_study(clean: Sequence[tuple[str | Path, str]], adversarial: Mapping[st
     order = rng.permutation(len(chosen))
     width = max(4, len(str(len(chosen))))
 
-    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
@@ -116,16 +192,22 @@ def build_study(clean: Sequence[tuple[str | Path, str]], adversarial: Mapping[st
             rows.append({"image": name, "source": str(source), "condition": condition, "truth": truth,
                          "order": position})
         pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(staging / MANIFEST, index=False)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a study is shared like any result
         if image_size is None and len({s for group in sizes.values() for s in group}) > 1:
             log.warning("study images differ in size (%s); readers may tell conditions apart by resolution — "
                         "consider image_size", {c: sorted(s) for c, s in sizes.items()})
-        _replace_directory(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     counts = pd.Series([c for _, _, c in chosen]).value_counts().to_dict()
-    log.info("reader study with %d images in %s (%s)", len(chosen), out_dir, counts)
-    return out_dir
+    log.info("reader study with %d images (%s)", len(chosen), counts)
+    return staging
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _checked_items(condition: str, items: Sequence[tuple[str | Path, str]]) -> list[tuple[Path, str]]:
@@ -162,26 +244,117 @@ def _copy_as_png(source: Path, target: Path, image_size: int | None) -> tuple[in
     return clean_copy.size
 
 
-def _replace_directory(staging: Path, target: Path) -> None:
-    """Directories cannot be os.replace'd over a non-empty one: move the old aside, move the new in, delete the old."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old.{os.getpid()}")
-        os.replace(target, old)
+def study_folder_problem(folder: Path) -> str | None:
+    """Why `folder` must not be replaced (it holds answers, or things that are not a study), or None if it may be."""
+    if folder.is_symlink():
+        return "is a symbolic link"
+    if not folder.is_dir():
+        return "is not a folder"
+    entries = sorted(os.listdir(folder))
+    answers = folder / ANSWERS
+    if ANSWERS in entries:
+        inside = sorted(os.listdir(answers)) if answers.is_dir() and not answers.is_symlink() else [ANSWERS]
+        if inside:
+            shown = ", ".join(f"{ANSWERS}/{name}" for name in inside[:3]) + (", …" if len(inside) > 3 else "")
+            return f"holds readers' answers ({shown})"
+    other = [name for name in entries if name not in _STUDY_ENTRIES]
+    if other:
+        return f"holds files that are not part of a reader study ({', '.join(other[:3])})"
+    return None
+
+
+def same_study(new: Path, old: Path) -> bool:
+    """Same manifest and byte-identical images: rebuilding would change nothing, so the old folder can stay."""
+    try:
+        if (new / MANIFEST).read_bytes() != (old / MANIFEST).read_bytes():
+            return False
+        names = sorted(os.listdir(new / "images"))
+        if names != sorted(os.listdir(old / "images")):
+            return False
+        return all((new / "images" / n).read_bytes() == (old / "images" / n).read_bytes() for n in names)
+    except OSError:
+        return False
+
+
+def study_versions(base: Path) -> list[Path]:
+    """base, base_v2, base_v3, … as they exist, oldest first."""
+    numbered = []
+    for path in base.parent.glob(f"{glob.escape(base.name)}_v*"):
+        match = re.fullmatch(re.escape(base.name) + r"_v(\d{1,6})", path.name)
+        if match and path.is_dir():
+            numbered.append((int(match.group(1)), path))
+    return ([base] if base.is_dir() else []) + [path for _, path in sorted(numbered)]
+
+
+def next_free_version(path: Path) -> Path:
+    """The folder beside `path` where a new version of its study goes: study → study_v2, study_v2 → study_v3, …"""
+    match = re.fullmatch(r"(.+)_v(\d{1,6})", path.name)
+    base = path.with_name(match.group(1)) if match else path
+    taken = [1] + [int(m.group(1)) for p in study_versions(base)
+                   if (m := re.fullmatch(re.escape(base.name) + r"_v(\d+)", p.name))]
+    candidate = max(taken) + 1
+    while base.with_name(f"{base.name}_v{candidate}").exists():
+        candidate += 1
+    return base.with_name(f"{base.name}_v{candidate}")
+
+
+def _install(staging: Path, target: Path) -> None:
+    """Move a staged study into place. Directories cannot be os.replace'd over a non-empty one: the old study is moved
+    aside, checked once more (nothing can be added under its old name any more) and only then deleted."""
+    def refuse(problem: str) -> DataError:
+        return DataError(f"study folder {target} {problem}; a rebuild would delete them — build the new study beside "
+                         f"it: --out {next_free_version(target)}")
+
+    if not target.exists() and not target.is_symlink():
+        try:
+            os.replace(staging, target)
+        except OSError as exc:
+            raise refuse(f"appeared while building ({exc.strerror})") from None
+        return
+    problem = study_folder_problem(target)
+    if problem is not None:
+        raise refuse(problem)
+    old = target.with_name(f".{target.name}.old.{os.getpid()}")
+    os.replace(target, old)
+    problem = study_folder_problem(old)
+    if problem is not None:
+        try:
+            os.replace(old, target)
+        except OSError:
+            raise DataError(f"study folder {target} {problem} and something new took its name while rebuilding: "
+                            f"the old study is kept as {old}") from None
+        raise refuse(problem)
     os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_study_dir(study: str | Path) -> Path:
+    """A study folder, or the pipeline's pointer file (study.json) naming the current one beside it."""
+    path = Path(study)
+    if path.suffix != ".json" or not path.is_file():
+        return path
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read reader study pointer {path}: {type(exc).__name__}") from None
+    if not isinstance(payload, dict):
+        payload = {}
+    name = payload.get("study")
+    if payload.get("format") != POINTER_FORMAT or not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise DataError(f"{path} is not a reader study pointer (format {POINTER_FORMAT})")
+    return path.parent / name
 
 
 def load_study(study_dir: str | Path) -> Study:
-    """Read and check the manifest: unique opaque names, known truths, every image present."""
-    directory = Path(study_dir)
+    """Read and check the manifest: unique opaque names, known truths, every image present. Accepts a pointer file."""
+    directory = resolve_study_dir(study_dir)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         raise DataError(f"no reader study in {directory}: {MANIFEST} is missing")
     try:
-        manifest = pd.read_csv(manifest_path, dtype={"image": str, "source": str, "condition": str, "truth": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raw = manifest_path.read_bytes()
+        manifest = pd.read_csv(io.BytesIO(raw), dtype={"image": str, "source": str, "condition": str, "truth": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot parse {manifest_path}: {type(exc).__name__}") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
@@ -201,54 +374,5 @@ def load_study(study_dir: str | Path) -> Study:
     absent = [name for name, path in paths.items() if not path.is_file()]
     if absent:
         raise DataError(f"reader study {directory} lacks image files: {', '.join(absent[:3])}")
-    return Study(directory=directory, manifest=manifest, images=tuple(manifest["image"]), paths=paths)
-
-
-def read_reader_csv(path: str | Path, known_images: set[str] | frozenset[str]) -> pd.DataFrame:
-    """One reader's answers, checked line by line so that an error names the file and the line.
-
-    Accepts the app's format (image, answer, response_time_ms, timestamp) and the original app's export
-    (Image_name, Diagnosis; no times). An empty file means no answers yet.
-    """
-    path = Path(path)
-    columns = list(ANSWER_COLUMNS)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read answers file {path}: {type(exc).__name__}") from None
-    if not text.strip():
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    rows: list[dict[str, object]] = []
-    seen: set[str] = set()
-    lines = csv.reader(text.splitlines())
-    header = next(lines)
-    original = tuple(header) == ORIGINAL_ANSWER_COLUMNS
-    if tuple(header) != ANSWER_COLUMNS and not original:
-        raise DataError(f"{path} line 1: header {','.join(header)!r}, expected {','.join(ANSWER_COLUMNS)!r}")
-    width = len(header)
-    for fields in lines:
-        where = f"{path} line {lines.line_num}"
-        if not fields:
-            continue
-        if len(fields) != width:
-            raise DataError(f"{where}: {len(fields)} fields, expected {width}")
-        image, answer = fields[0], fields[1]
-        if image not in known_images:
-            raise DataError(f"{where}: image {image!r} is not in the study")
-        if image in seen:
-            raise DataError(f"{where}: image {image} is answered twice")
-        if answer not in ("0", "1"):
-            raise DataError(f"{where}: answer {answer!r} is not 0 (benign) or 1 (malignant)")
-        response_time, timestamp = (math.nan, None) if original else (fields[2], fields[3])
-        if not original:
-            try:
-                response_time = float(response_time)
-                stamp = datetime.fromisoformat(timestamp)
-            except ValueError:
-                raise DataError(f"{where}: bad response time {fields[2]!r} or timestamp {fields[3]!r}") from None
-            if not math.isfinite(response_time) or response_time < 0 or stamp.tzinfo is None:
-                raise DataError(f"{where}: response time must be ≥ 0 and the timestamp carry a time zone")
-        seen.add(image)
-        rows.append({"image": image, "answer": int(answer), "response_time_ms": response_time,
-                     "timestamp": timestamp})
-    return pd.DataFrame(rows, columns=columns)
+    return Study(directory=directory, manifest=manifest, images=tuple(manifest["image"]), paths=paths,
+                 study_id=hashlib.sha256(raw).hexdigest()[:16])

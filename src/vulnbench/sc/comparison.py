@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import SymLogNorm
 
-from vulnbench.io import atomic_path, write_table
+from vulnbench.io import atomic_path, read_table, write_table
 
 #: CGD intensities the poster compares
 CGD_LOW, CGD_HIGH = 0.3, 1.5
@@ -33,17 +33,17 @@ def comparison_table(tables: Mapping[str, str | Path]) -> pd.DataFrame:
     "cgd genes α=ε=<x>"), value; from whichever of the attack tables exist."""
     parts = []
     if "single_gene" in tables and Path(tables["single_gene"]).is_file():
-        sg = _ok(pd.read_csv(tables["single_gene"], sep="\t"))
+        sg = _ok(read_table(tables["single_gene"]))
         parts.append(pd.DataFrame({"classifier": sg["classifier"], "cluster": sg["cluster"],
                                    "measure": "single-gene flips · " + sg["mode"].astype(str),
                                    "value": sg["n_genes_flipping"].astype(float)}))
     if "max_change" in tables and Path(tables["max_change"]).is_file():
-        mc = _ok(pd.read_csv(tables["max_change"], sep="\t"))
+        mc = _ok(read_table(tables["max_change"]))
         parts.append(pd.DataFrame({"classifier": mc["classifier"], "cluster": mc["cluster"],
                                    "measure": "max-change signature · " + mc["mode"].astype(str),
                                    "value": mc["signature_size"].astype(float)}))
     if "cgd" in tables and Path(tables["cgd"]).is_file():
-        cgd = _ok(pd.read_csv(tables["cgd"], sep="\t"))
+        cgd = _ok(read_table(tables["cgd"]))
         for intensity in (CGD_LOW, CGD_HIGH):
             rows = cgd[np.isclose(cgd["alpha"].astype(float), intensity)
                        & np.isclose(cgd["epsilon"].astype(float), intensity)]

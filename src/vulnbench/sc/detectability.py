@@ -33,8 +33,8 @@ from vulnbench.errors import ConfigError, DataError
 from vulnbench.io import atomic_path, write_table
 from vulnbench.sc.attacks._cgd import cgd
 from vulnbench.sc.attacks._max_change import max_change
+from vulnbench.sc.attacks._signature import ranked_genes
 from vulnbench.sc.attacks._single_gene import single_gene
-from vulnbench.sc.attacks.registry import ranked_genes
 from vulnbench.sc.classifiers.base import plurality
 from vulnbench.sc.expression import as_expression, as_labels, target_mask
 from vulnbench.sc.modifications import GeneStats, Modification, modify
@@ -457,7 +457,7 @@ def run_detectability(prepared_h5ad: str | Path, model_pkl: str | Path, target: 
     2 s with 1). `threads` caps numba's threads (UMAP) instead.
     """
     from vulnbench.sc.classifiers.base import PerCellClassifier
-    from vulnbench.stages import read_prepared, use_threads
+    from vulnbench.stages import check_clusters, read_prepared, use_threads
 
     use_threads(1)
     if threads:
@@ -472,7 +472,7 @@ def run_detectability(prepared_h5ad: str | Path, model_pkl: str | Path, target: 
     if data.n_obs == 0:
         raise DataError(f"{prepared_h5ad} has no test cells")
     labels = data.obs["label"].astype(str).to_numpy()
-    chosen = largest_cluster(labels) if target is None else str(target)
+    chosen = largest_cluster(labels) if target is None else check_clusters([str(target)], labels, "detectability")[0]
     model = PerCellClassifier.load(model_pkl)
     started = time.perf_counter()
     result = detectability(data, labels, chosen, model, **dict(params))

@@ -80,6 +80,30 @@ def as_expression(X: ExpressionInput, *, check_finite: bool = True) -> Expressio
     return Expression(matrix=matrix, genes=genes, cells=cells, source=X)
 
 
+def negative_values(matrix: np.ndarray | sp.spmatrix | sp.sparray) -> tuple[int, float]:
+    """How many values are below zero, and the smallest: counts and log-normalised expression never are, scaled or
+    z-scored values are. Reads a sparse matrix's stored values and a dense one in blocks of rows, so a large matrix
+    is never densified or copied whole."""
+    if sp.issparse(matrix):
+        blocks = [matrix.data]
+    else:
+        dense = np.asarray(matrix)
+        if dense.ndim != 2:
+            dense = dense.reshape(1, -1)
+        step = max(1, (1 << 24) // max(1, dense.shape[1]))
+        blocks = (dense[start:start + step] for start in range(0, dense.shape[0], step))
+    count, minimum = 0, 0.0
+    for block in blocks:
+        if block.size == 0 or not (np.issubdtype(block.dtype, np.signedinteger)
+                                   or np.issubdtype(block.dtype, np.floating)):
+            continue  # unsigned or bool: nothing below zero
+        below = block < 0  # NaN compares False: it is as_expression's to report
+        if below.any():
+            count += int(below.sum())
+            minimum = min(minimum, float(block[below].min()))
+    return count, minimum
+
+
 def as_labels(clusters: Sequence | np.ndarray | pd.Series, n_cells: int, name: str = "clusters") -> np.ndarray:
     """Cluster labels as a string array aligned by position with the cells."""
     labels = np.asarray(clusters, dtype=object)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from scipy.optimize import differential_evolution
@@ -38,7 +38,8 @@ UPSTREAM_POPSIZE = 20  # a multiplier: population = popsize × number of paramet
 UPSTREAM_MAXITER = 600  # never reached upstream: the callback stops first
 DE_SETTINGS: dict[str, Any] = {"strategy": "best1bin", "mutation": (0.5, 1), "recombination": 0.7,
                                "init": "latinhypercube", "tol": 1e-5, "atol": 0.0, "updating": "deferred"}
-OBJECTIVES = ("probability", "margin")
+Objective = Literal["probability", "margin"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def _check_image(image: np.ndarray, model: ImageModel) -> np.ndarray:
 
 def de_attack(model: ImageModel, image: np.ndarray, attack: str, *, n_pixels: int = 3, delta: float = 0.1,
               max_translation: float | None = None, symmetric: bool = False, popsize: int | None = None,
-              max_generations: int = 20, stop_confidence: float = 0.9, objective: str = "probability",
+              max_generations: int = 20, stop_confidence: float = 0.9, objective: Objective = "probability",
               vectorized: bool = True, parity: bool = False, seed: int = 0, batch_size: int = 64) -> DEResult:
     """Attack one image away from the class the model predicts (the target is the other of the two classes).
 

@@ -19,8 +19,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from vulnbench.errors import ConfigError, DataError
+from vulnbench.sc.attacks._signature import GeneOrder, ranked_genes
 from vulnbench.sc.expression import Expression, ExpressionInput, as_expression, as_labels, target_mask
-from vulnbench.sc.modifications import copy_with_block, replace_block
+from vulnbench.sc.modifications import GeneStats, copy_with_block, replace_block
 from vulnbench.sc.oracle import _wrap_like, as_per_cell, parse_prediction
 
 log = logging.getLogger(__name__)
@@ -309,3 +310,30 @@ def cgd(
 def _accepted_in_last_pass(summary: list[list[Any]], n_genes: int) -> bool:
     return any(row[2] > 0 for row in summary[-n_genes:])
 
+
+def cgd_attack(
+    X: Any,
+    clusters: Sequence[str],
+    target: str,
+    classifier: Any,
+    *,
+    alpha: float = 0.1,
+    epsilon: float = 0.0,
+    n_genes: int = 200,
+    gene_order: GeneOrder = "signature",
+    new_target: str | None = None,
+    exclude_new_targets: Sequence[str] = (),
+    stop_at_switch: bool = True,
+    slope_margin: float = 0.0,
+    max_passes: int = 1,
+    gradient: bool = False,
+    legacy: bool = False,
+    seed: int | None = None,
+    stats: GeneStats | None = None,
+    progress: bool = False,
+) -> CGDResult:
+    """CGD as the paper ran it: on the first `n_genes` genes of the signature ranking."""
+    genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
+    return cgd(X, clusters, target, classifier, genes=genes, alpha=alpha, epsilon=epsilon, new_target=new_target,
+               exclude_new_targets=exclude_new_targets, stop_at_switch=stop_at_switch, slope_margin=slope_margin,
+               max_passes=max_passes, gradient=gradient, legacy=legacy, seed=seed, progress=progress)

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from vulnbench.errors import ConfigError
-from vulnbench.sc.attacks._single_gene import CHANGE_TYPES, candidate_genes
+from vulnbench.sc.attacks._signature import GeneOrder, ranked_genes
+from vulnbench.sc.attacks._single_gene import CHANGE_TYPES, ChangeType, candidate_genes
 from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels, target_mask
 from vulnbench.sc.modifications import GeneStats, Modification
 from vulnbench.sc.oracle import ClusterOracle, PerCellOracle, Prediction, make_oracle
@@ -333,7 +334,7 @@ def random_walk_min_change(
     walk_length: int = 100,
     step_change_ratio: float = 0.2,
     while_max_count: int = 10000,
-    change_type: str = "any",
+    change_type: ChangeType = "any",
     non_labels: Iterable[str] = ("NA",),
     legacy: bool = False,
     seed: int | None = None,
@@ -479,3 +480,26 @@ def _resample(rng: np.random.Generator, best: np.ndarray, n_mods: int, ratio: fl
     proposal = best.copy()
     proposal[redraw] = rng.integers(0, n_mods + 1, size=int(redraw.sum()))
     return proposal
+
+
+def grid_attack(X: Any, clusters: Sequence[str], target: str, classifier: Any, *, n_genes: int = 4,
+                gene_order: GeneOrder = "signature", modifications: Sequence[Any] = (("perc1",), ("perc99",)),
+                return_first_found: bool = True, legacy: bool = False, seed: int | None = None,
+                stats: GeneStats | None = None, progress: bool = False) -> pd.DataFrame:
+    """The smallest combination of modifications on the top `n_genes` signature genes that flips the label."""
+    genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
+    return grid_min_change(X, clusters, target, classifier, genes, modifications=modifications,
+                           return_first_found=return_first_found, legacy=legacy, seed=seed, stats=stats)
+
+
+def random_walk_attack(X: Any, clusters: Sequence[str], target: str, classifier: Any, *, n_genes: int = 12,
+                       gene_order: GeneOrder = "signature", modifications: Sequence[Any] = (("perc1",), ("perc99",)),
+                       first_batch: int = 100, walk_length: int = 100, step_change_ratio: float = 0.2,
+                       change_type: ChangeType = "any", legacy: bool = False, seed: int | None = None,
+                       stats: GeneStats | None = None, progress: bool = False) -> pd.DataFrame:
+    """A random walk towards the smallest flipping combination on the top `n_genes` signature genes."""
+    genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
+    return random_walk_min_change(X, clusters, target, classifier, genes, modifications=modifications,
+                                  first_batch=first_batch, walk_length=walk_length,
+                                  step_change_ratio=step_change_ratio, change_type=change_type, legacy=legacy,
+                                  seed=seed, stats=stats)

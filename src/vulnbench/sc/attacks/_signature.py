@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from itertools import combinations
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from scipy import stats
 
 from vulnbench.errors import ConfigError, DataError
 from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels
+from vulnbench.sc.modifications import GeneStats
 
 #: accepted `method` values; "ttest" is upstream's own spelling of "t"
 METHODS = {"wilcox": "wilcox", "t": "t", "ttest": "t"}
@@ -185,3 +187,21 @@ def signature_genes(
         for k, label in enumerate(labels_pairs)
     }
     return result
+
+
+#: how the attacked genes are chosen: the signature ranking (getSignGenes) or a seeded random order
+GeneOrder = Literal["signature", "random"]
+
+
+def ranked_genes(X: Any, clusters: Sequence[str], n_genes: int, gene_order: str, seed: int | None,
+                 stats: GeneStats | None) -> list[str]:
+    """The first `n_genes` genes of the signature ranking (getSignGenes; once per dataset) or a seeded order."""
+    if gene_order == "signature":
+        def rank() -> list[str]:
+            return list(signature_genes(X, clusters)["gene"])
+
+        return (stats.memo("signature_genes", rank) if stats is not None else rank())[: int(n_genes)]
+    if gene_order == "random":
+        names = list(X.var_names) if hasattr(X, "var_names") else list(X.columns)
+        return [names[i] for i in np.random.default_rng(seed).permutation(len(names))[: int(n_genes)]]
+    raise ConfigError(f"gene_order must be 'signature' or 'random', got {gene_order!r}")

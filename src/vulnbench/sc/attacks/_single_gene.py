@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -18,8 +18,10 @@ from vulnbench.sc.oracle import ClusterOracle, Prediction, make_oracle
 
 log = logging.getLogger(__name__)
 
-SEARCHES = ("dichotomic", "exhaustive")
-CHANGE_TYPES = ("any", "not_na")
+Search = Literal["dichotomic", "exhaustive"]
+ChangeType = Literal["any", "not_na"]
+SEARCHES: tuple[str, ...] = get_args(Search)
+CHANGE_TYPES: tuple[str, ...] = get_args(ChangeType)
 #: gene sets per oracle call in the exhaustive search (bounded so progress shows and memory stays flat)
 EXHAUSTIVE_CHUNK = 4096
 
@@ -56,11 +58,11 @@ def single_gene(
     fct: Callable[..., object] | None = None,
     legacy: bool = False,
     seed: int | None = None,
-    search: str = "dichotomic",
+    search: Search = "dichotomic",
     first_dichot: int = 100,
     max_split_size: int = 1,
     return_first_found: bool = False,
-    change_type: str = "any",
+    change_type: ChangeType = "any",
     genes: Sequence[str] | None = None,
     exclude_genes: Iterable[str] = (),
     non_labels: Iterable[str] = ("NA",),

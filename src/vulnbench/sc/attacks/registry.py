@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from vulnbench.errors import ConfigError
+from vulnbench.params import Parameter, declared_parameters
 from vulnbench.registry import Registry
-from vulnbench.sc.attacks._cgd import CGDResult, cgd
+from vulnbench.sc.attacks._cgd import CGDResult, cgd_attack
 from vulnbench.sc.attacks._max_change import MaxChangeResult, max_change
-from vulnbench.sc.attacks._min_change import grid_min_change, random_walk_min_change
-from vulnbench.sc.attacks._signature import signature_genes
+from vulnbench.sc.attacks._min_change import grid_attack, random_walk_attack
 from vulnbench.sc.attacks._single_gene import single_gene
-from vulnbench.sc.modifications import GeneStats
+from vulnbench.sc.modifications import Modification
 
 #: arguments every attack takes positionally; the rest are its parameters
 POSITIONAL = ("X", "clusters", "target", "classifier")
@@ -39,6 +40,9 @@ class AttackSpec:
     #: figure name → plotting function (table, output path); files are results/figures/{attack}_{name}.png
     figures: dict[str, Callable[[pd.DataFrame, str], None]] = field(default_factory=dict)
 
+    #: parameter name → a check of a config value beyond its type (raises ConfigError / ValueError)
+    checks: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+
     @property
     def parameters(self) -> dict[str, Any]:
         """Tunable keyword parameters and their defaults, read from the function signature."""
@@ -48,6 +52,31 @@ class AttackSpec:
             for name, p in signature.parameters.items()
             if name not in POSITIONAL and name not in PLUMBING and p.kind is p.KEYWORD_ONLY
         }
+
+    @property
+    def declared(self) -> dict[str, Parameter]:
+        """The same parameters with their type hints (choices as `Literal`): what the config check holds values to."""
+        return {name: p for name, p in declared_parameters(self.function).items() if name in self.parameters}
+
+
+def check_method(value: Any) -> None:
+    """A modification mode a config can name (`decile+X` included; the `*_fct` modes need a Python function)."""
+    Modification(method=str(value))
+
+
+def check_modifications(value: Any) -> None:
+    """A grid / random-walk list of modifications: each `[method]` or `[method, fixed_value]`."""
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError("must be a non-empty list of [method] or [method, value] items")
+    for item in value:
+        parts = list(item) if isinstance(item, list | tuple) else [item]
+        if not parts or len(parts) > 2:
+            raise ConfigError(f"item {item!r} must be [method] or [method, value]")
+        Modification(method=str(parts[0]), **({"fixed_value": parts[1]} if len(parts) == 2 else {}))
+
+
+#: value checks shared by every attack that takes a modification mode
+MODIFICATION_CHECKS: dict[str, Callable[[Any], Any]] = {"method": check_method, "modifications": check_modifications}
 
 
 def summarise_single_gene(result: pd.DataFrame) -> dict[str, Any]:
@@ -75,73 +104,6 @@ def summarise_max_change(result: MaxChangeResult) -> dict[str, Any]:
         "n_evaluations": result.n_evaluations,
         "n_calls": result.n_calls,
     }
-
-
-def ranked_genes(X: Any, clusters: Sequence[str], n_genes: int, gene_order: str, seed: int | None,
-                 stats: GeneStats | None) -> list[str]:
-    """The first `n_genes` genes of the signature ranking (getSignGenes; once per dataset) or a seeded order."""
-    if gene_order == "signature":
-        def rank() -> list[str]:
-            return list(signature_genes(X, clusters)["gene"])
-
-        return (stats.memo("signature_genes", rank) if stats is not None else rank())[: int(n_genes)]
-    if gene_order == "random":
-        names = list(X.var_names) if hasattr(X, "var_names") else list(X.columns)
-        return [names[i] for i in np.random.default_rng(seed).permutation(len(names))[: int(n_genes)]]
-    from vulnbench.errors import ConfigError
-
-    raise ConfigError(f"gene_order must be 'signature' or 'random', got {gene_order!r}")
-
-
-def cgd_attack(
-    X: Any,
-    clusters: Sequence[str],
-    target: str,
-    classifier: Any,
-    *,
-    alpha: float = 0.1,
-    epsilon: float = 0.0,
-    n_genes: int = 200,
-    gene_order: str = "signature",
-    new_target: str | None = None,
-    exclude_new_targets: Sequence[str] = (),
-    stop_at_switch: bool = True,
-    slope_margin: float = 0.0,
-    max_passes: int = 1,
-    gradient: bool = False,
-    legacy: bool = False,
-    seed: int | None = None,
-    stats: GeneStats | None = None,
-    progress: bool = False,
-) -> CGDResult:
-    """CGD as the paper ran it: on the first `n_genes` genes of the signature ranking."""
-    genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
-    return cgd(X, clusters, target, classifier, genes=genes, alpha=alpha, epsilon=epsilon, new_target=new_target,
-               exclude_new_targets=exclude_new_targets, stop_at_switch=stop_at_switch, slope_margin=slope_margin,
-               max_passes=max_passes, gradient=gradient, legacy=legacy, seed=seed, progress=progress)
-
-
-def grid_attack(X: Any, clusters: Sequence[str], target: str, classifier: Any, *, n_genes: int = 4,
-                gene_order: str = "signature", modifications: Sequence[Any] = (("perc1",), ("perc99",)),
-                return_first_found: bool = True, legacy: bool = False, seed: int | None = None,
-                stats: GeneStats | None = None, progress: bool = False) -> pd.DataFrame:
-    """The smallest combination of modifications on the top `n_genes` signature genes that flips the label."""
-    genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
-    return grid_min_change(X, clusters, target, classifier, genes, modifications=modifications,
-                           return_first_found=return_first_found, legacy=legacy, seed=seed, stats=stats)
-
-
-def random_walk_attack(X: Any, clusters: Sequence[str], target: str, classifier: Any, *, n_genes: int = 12,
-                       gene_order: str = "signature", modifications: Sequence[Any] = (("perc1",), ("perc99",)),
-                       first_batch: int = 100, walk_length: int = 100, step_change_ratio: float = 0.2,
-                       change_type: str = "any", legacy: bool = False, seed: int | None = None,
-                       stats: GeneStats | None = None, progress: bool = False) -> pd.DataFrame:
-    """A random walk towards the smallest flipping combination on the top `n_genes` signature genes."""
-    genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
-    return random_walk_min_change(X, clusters, target, classifier, genes, modifications=modifications,
-                                  first_batch=first_batch, walk_length=walk_length,
-                                  step_change_ratio=step_change_ratio, change_type=change_type, legacy=legacy,
-                                  seed=seed, stats=stats)
 
 
 def summarise_min_change(result: pd.DataFrame) -> dict[str, Any]:
@@ -228,7 +190,7 @@ def _register() -> None:
         ("random_walk_min_change", random_walk_attack, summarise_min_change),
     ]
     for name, function, summarise in entries:
-        ATTACKS.register(name)(AttackSpec(name, function, summarise, figures[name]))
+        ATTACKS.register(name)(AttackSpec(name, function, summarise, figures[name], MODIFICATION_CHECKS))
 
 
 _register()

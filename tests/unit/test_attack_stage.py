@@ -1,0 +1,81 @@
+"""The attack stage (vulnbench.stages.run_attack): seeded from the config seed and the job's identity, per
+cluster; clusters the data do not have are refused with the valid names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vulnbench.errors import DataError
+from vulnbench.io import read_json
+from vulnbench.stages import run_attack
+
+
+@pytest.fixture(scope="module")
+def prepared_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
+    from vulnbench.data import get, prepare
+    from vulnbench.sc.classifiers import get as get_classifier
+
+    folder = tmp_path_factory.mktemp("stage")
+    raw = get("synthetic", n_cells=160, n_genes=120, n_types=3, n_markers=8, seed=1).load()
+    adata = prepare(raw, test_size=0.5, seed=0)
+    adata.write_h5ad(folder / "prepared.h5ad")
+    train = adata[adata.obs["split"] == "train"]
+    model = get_classifier("scrf", n_estimators=10, seed=0).fit(train, train.obs["label"].astype(str))
+    model.save(folder / "model.pkl")
+    clusters = sorted(set(adata.obs["label"].astype(str)))
+    return folder / "prepared.h5ad", folder / "model.pkl", clusters
+
+
+def attack(files: tuple[Path, Path, list[str]], out: Path, clusters: object, *, seed: int = 0,
+           pid: str = "method~random", params: dict | None = None) -> dict:
+    prepared, model, _ = files
+    identity = {"dataset": "synthetic", "classifier": "scrf", "pid": pid, "grid": {"method": "random"},
+                "seed": seed}
+    run_attack(prepared, model, "single_gene", params or {"method": "random", "search": "exhaustive"}, clusters,
+               out, identity)
+    return {record["cluster"]: record for record in read_json(out)["records"]}
+
+
+def test_a_clusters_result_does_not_depend_on_the_other_clusters_attacked(prepared_and_model, tmp_path) -> None:
+    target = prepared_and_model[2][-1]
+    alone = attack(prepared_and_model, tmp_path / "alone.json", [target])[target]
+    together = attack(prepared_and_model, tmp_path / "all.json", "all")[target]
+    again = attack(prepared_and_model, tmp_path / "again.json", [target])[target]
+    keys = ["job_seed", "genes", "n_genes_flipping", "n_calls"]
+    assert {k: alone[k] for k in keys} == {k: together[k] for k in keys} == {k: again[k] for k in keys}
+
+
+def test_the_seed_follows_the_config_seed_and_the_grid_cell(prepared_and_model, tmp_path) -> None:
+    target = prepared_and_model[2][0]
+    base = attack(prepared_and_model, tmp_path / "a.json", [target])[target]["job_seed"]
+    other_seed = attack(prepared_and_model, tmp_path / "b.json", [target], seed=1)[target]["job_seed"]
+    other_cell = attack(prepared_and_model, tmp_path / "c.json", [target], pid="other")[target]["job_seed"]
+    assert len({base, other_seed, other_cell}) == 3
+
+
+def test_an_explicit_attack_seed_is_kept(prepared_and_model, tmp_path) -> None:
+    target = prepared_and_model[2][0]
+    record = attack(prepared_and_model, tmp_path / "a.json", [target],
+                    params={"method": "random", "search": "exhaustive", "seed": 5})[target]
+    assert "job_seed" not in record
+
+
+def test_an_unknown_cluster_is_refused_with_the_valid_names(prepared_and_model, tmp_path) -> None:
+    with pytest.raises(DataError, match="unknown cluster 'Bogus T cells'") as error:
+        attack(prepared_and_model, tmp_path / "bogus.json", ["Bogus T cells"])
+    assert all(name in str(error.value) for name in prepared_and_model[2])
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "bogus.json").exists()
+
+
+@pytest.mark.parametrize(("params", "words"), [
+    ({"method": "perc99", "genes": ["gene0", "gene_1"]}, ("genes", "'gene_1'", "not in the data", "close: ")),
+    ({"method": "perc99", "exclude_genes": ["CD3E"]}, ("exclude_genes", "'CD3E'")),
+])
+def test_genes_the_data_lack_stop_the_job_before_any_cluster(prepared_and_model, tmp_path, params, words) -> None:
+    with pytest.raises(DataError) as error:
+        attack(prepared_and_model, tmp_path / "genes.json", "all", params=params)
+    assert all(w in str(error.value) for w in words), str(error.value)
+    assert not (tmp_path / "genes.json").exists()
