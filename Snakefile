@@ -1,4 +1,7 @@
 # vulnbench: dataset → classifier training → attack × classifier × parameter jobs → tables and figures.
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -30,6 +33,17 @@ rule all:
 rule only_train:
     input:
         model_targets(),
+
+
+onstart:
+    # a run of other config files must not overwrite this directory's tables (vulnbench.workdir)
+    from vulnbench.errors import VulnbenchError
+    from vulnbench.workdir import claim_results
+
+    try:
+        claim_results(Path.cwd(), workflow.overwrite_configfiles)
+    except VulnbenchError as error:
+        sys.exit(f"vulnbench error: {error}")
 
 
 onerror:

@@ -77,3 +77,52 @@ def test_two_runs_of_one_config_give_identical_tables(tmp_path: Path) -> None:
     single_gene = comparable(first / "single_gene.tsv")
     assert single_gene["job_seed"].str.fullmatch(r"\d+").all()
     assert single_gene["job_seed"].nunique() == len(single_gene)
+
+
+@pytest.fixture(scope="module")
+def image_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A prepared synthetic lesion set and an untrained MobileNetV3-small that calls some test melanomas melanoma:
+    the attack job only needs a model whose correct calls DE can try to flip, drawing random numbers."""
+    from vulnbench.img.base import MELANOMA
+    from vulnbench.img.models import build_image_model
+    from vulnbench.img.pipeline import image_dataset_settings
+    from vulnbench.img.stages import attack_set, run_prepare_images
+
+    folder = tmp_path_factory.mktemp("img")
+    config = {"seed": 0, "images": {"datasets": {"synthetic_lesions": {"n_images": 60, "image_size": 32}},
+                                    "models": {"mobilenet_v3_small": {}}, "attacks": {"pixel": {}}}}
+    params, prepare = image_dataset_settings(config, "synthetic_lesions")
+    manifest = folder / "data" / "manifest.tsv"
+    run_prepare_images("synthetic_lesions", params, prepare, None, manifest)
+    images, _, _ = attack_set(manifest, None)
+    for seed in range(20):
+        model = build_image_model("mobilenet_v3_small", image_size=32, seed=seed)
+        if (model.logits(images).argmax(axis=1) == MELANOMA).any():
+            model.save(folder / "model.pt")
+            return manifest, folder / "model.pt"
+    raise AssertionError("no random model calls a melanoma melanoma")
+
+
+def attack_once(image_job: tuple[Path, Path], out: Path, pid: str) -> dict:
+    from vulnbench.img.stages import run_image_attack
+    from vulnbench.io import read_json
+
+    settings = {"max_attack_images": None, "seed": 0, "device": "cpu"}
+    params = {"n_pixels": 1, "popsize": 2, "max_generations": 2}
+    run_image_attack(image_job[0], image_job[1], "pixel", params, settings, out / "result.json", out / "images",
+                     threads=1, identity={"dataset": "synthetic_lesions", "model": "mobilenet_v3_small", "pid": pid})
+    return read_json(out / "result.json")
+
+
+@pytest.mark.slow
+def test_an_image_attack_job_repeats_exactly_and_its_seed_follows_its_identity(image_job, tmp_path: Path) -> None:
+    first, again = attack_once(image_job, tmp_path / "a", "p1"), attack_once(image_job, tmp_path / "b", "p1")
+    other = attack_once(image_job, tmp_path / "c", "p2")
+    attacked = [r for r in first["records"] if r["outcome"] != "skipped"]
+    assert attacked, "no melanoma was attacked: the check would prove nothing"
+
+    def drawn(payload: dict) -> list:
+        return [(r["image"], r["outcome"], r["params"], r["n_forward"]) for r in payload["records"]]
+
+    assert first["seed"] == again["seed"] and drawn(first) == drawn(again)
+    assert other["seed"] != first["seed"] and drawn(other) != drawn(first)

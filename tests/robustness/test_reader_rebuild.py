@@ -218,7 +218,7 @@ def _config(workdir: Path, n_per_condition: int) -> Path:
                          "models": {"mobilenet_v3_small": {"epochs": 1}},
                          "attacks": {"pixel": {}, "color": {}},
                          "reader_study": {"n_per_condition": n_per_condition}}}
-    path = workdir / f"config_{n_per_condition}.yaml"
+    path = workdir / "config.yaml"  # the user edits their config between the two builds
     path.write_text(yaml.safe_dump(config))
     return path
 

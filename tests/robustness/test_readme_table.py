@@ -31,10 +31,10 @@ KINDS: list[tuple[str, list[str]]] = [
       "tests/unit/test_data.py::test_a_placed_pbmc3k", "tests/unit/test_data.py::test_corrupt_archive"]),
     ("Downloads: checksums of placed and fetched files, truncation, silent and trickling servers, offline",
      ["tests/robustness/test_downloads.py", "tests/unit/test_download.py", "tests/workflow/test_download_rule.py"]),
-    ("Readers' answers: rebuilds, simulated readers, torn, old-format and duplicate files, one server per reader, "
-     "`make clean`",
+    ("What users and readers made: answers through rebuilds, simulated readers, torn, old-format and duplicate "
+     "files, two servers for one reader, `make clean`; one config's tables under another config's run",
      ["tests/robustness/test_reader_rebuild.py", "tests/robustness/test_reader_answers.py",
-      "tests/robustness/test_clean.py"]),
+      "tests/robustness/test_clean.py", "tests/robustness/test_other_config.py"]),
     ("Reader server: per-reader tokens, Host header, malformed and oversized requests, stalled uploads",
      ["tests/robustness/test_reader_server.py"]),
     ("Faults: `kill -9` and restart, stale locks, a live run, failed jobs as status rows",
