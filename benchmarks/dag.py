@@ -63,8 +63,9 @@ def write_results(n_files: int, folder: Path) -> list[Path]:
     for k in range(n_files):
         path = folder / f"r{k}" / "result.json"
         path.parent.mkdir(parents=True)
-        payload = {"dataset": "synthetic", "classifier": "scrf", "attack": "single_gene", "pid": f"p{k}",
-                   "params": {"method": "fixed", "fixed_value": k}, "grid": {"fixed_value": k},
+        job = {"arm": "sc", "dataset": "synthetic", "classifier": "scrf", "attack": "single_gene", "pid": f"p{k}",
+               "params": {"method": "fixed", "fixed_value": k}, "grid": {"fixed_value": k}}
+        payload = {"job": job,
                    "records": [{"cluster": f"type{c}", "status": "ok", "n_genes_flipping": c, "genes": "",
                                 "n_evaluations": 10, "n_calls": 3} for c in range(3)]}
         path.write_text(json.dumps(payload))

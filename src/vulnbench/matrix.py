@@ -37,10 +37,6 @@ CLASSIFIER_KEYS = ("label_map",)
 ATTACK_KEYS = ("grid", "params", "clusters", "classifiers")
 PID_MAX = 80
 
-#: grid_of_pid tries the subsets of at most this many parameters (2^12 pids)
-MAX_PARAMS_TRIED = 12
-
-
 def format_value(value: Any) -> str:
     """Canonical text of a parameter value, shared by ids, paths and tables."""
     if isinstance(value, bool | np.bool_):
@@ -60,23 +56,6 @@ def make_pid(grid_values: Mapping[str, Any]) -> str:
     if len(pid) > PID_MAX:
         pid = hashlib.sha256(pid.encode()).hexdigest()[:8]
     return pid
-
-
-def grid_of_pid(pid: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The grid cell a pid names, read back from the job's full parameters (None if no subset of them makes it).
-
-    Keys and values may contain "_" (`n_pixels`, `positive_aberrant`), so the pid cannot be split; instead the
-    subsets of the parameters are tried, smallest first (a grid has a key or two, a job a handful of parameters);
-    only the exact cell reproduces the pid, hashed or not."""
-    if pid == "default":
-        return {}
-    keys = sorted(params)[:MAX_PARAMS_TRIED]
-    for size in range(1, len(keys) + 1):
-        for chosen in itertools.combinations(keys, size):
-            grid = {key: params[key] for key in chosen}
-            if make_pid(grid) == pid:
-                return grid
-    return None
 
 
 def tied_keys(key: str) -> list[str]:

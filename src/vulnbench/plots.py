@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import SymLogNorm
 
-from vulnbench.io import atomic_path, read_table
+from vulnbench.io import atomic_path
 
 
 def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: str,
@@ -134,13 +134,3 @@ def cgd_trajectory(table: pd.DataFrame, output: str | Path) -> None:
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left", title="cluster → new label")
     _save(fig, output)
-
-
-def run_plot(attack: str, figure: str, table: str | Path, output: str | Path) -> None:
-    from vulnbench.errors import ConfigError
-    from vulnbench.sc.attacks import ATTACKS
-
-    figures = ATTACKS.get(attack).figures
-    if figure not in figures:
-        raise ConfigError(f"attack {attack!r} has no figure {figure!r} (figures: {', '.join(figures)})")
-    figures[figure](read_table(table), output)

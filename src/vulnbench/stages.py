@@ -115,7 +115,7 @@ def keep_freed_memory() -> bool:
 
 def run_train(prepared: str | Path, classifier: str, params: Mapping[str, Any], model_out: str | Path,
               metrics_out: str | Path, threads: int | None = None) -> None:
-    from vulnbench.matrix import signature_defaults
+    from vulnbench.params import signature_defaults
     from vulnbench.sc.classifiers import CLASSIFIERS, get
 
     use_threads(threads)
@@ -230,8 +230,8 @@ def run_attack(prepared: str | Path, model_path: str | Path, attack: str, params
             record.update(status="failed", reason=str(exc))
         record["runtime_s"] = time.perf_counter() - started
         records.append(record)
-    write_json(output, {**identity, "attack": attack, "params": dict(params), "records": records,
-                        "versions": versions()})
+    job = {"arm": "sc", **identity, "attack": attack, "params": dict(params), "versions": versions()}
+    write_json(output, {"job": job, "records": records})
 
 
 def mode_label(grid: Mapping[str, Any]) -> str:
@@ -255,11 +255,14 @@ def job_columns(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def collect_results(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Long table: one row per (job, cluster), identity and parameters first."""
+    """Long table: one row per (job, cluster), identity and parameters first, read from each result's `job`."""
     rows = []
     for path in paths:
         payload = read_json(path)
-        identity = job_columns(payload)
+        job = payload.get("job")
+        if not isinstance(job, Mapping):
+            raise DataError(f"{path} holds no job identity (written by an older vulnbench): delete it to rerun the job")
+        identity = job_columns(job)
         rows.extend({**identity, **record} for record in payload.get("records", []))
     return pd.DataFrame(rows)
 
@@ -271,6 +274,18 @@ def run_aggregate(attack: str, results: Sequence[str | Path], output: str | Path
     if table.empty:
         raise DataError(f"no results to aggregate for attack {attack!r}")
     write_table(output, table)
+
+
+def run_plot(attack: str, figure: str, table: str | Path, output: str | Path) -> None:
+    """One figure of one attack's table, drawn by the function the attack registers for it."""
+    from vulnbench.errors import ConfigError
+    from vulnbench.io import read_table
+    from vulnbench.sc.attacks import ATTACKS
+
+    figures = ATTACKS.get(attack).figures
+    if figure not in figures:
+        raise ConfigError(f"attack {attack!r} has no figure {figure!r} (figures: {', '.join(figures)})")
+    figures[figure](read_table(table), output)
 
 
 def run_metrics_table(metrics: Sequence[str | Path], output: str | Path) -> None:

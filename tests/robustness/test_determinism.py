@@ -124,5 +124,6 @@ def test_an_image_attack_job_repeats_exactly_and_its_seed_follows_its_identity(i
     def drawn(payload: dict) -> list:
         return [(r["image"], r["outcome"], r["params"], r["n_forward"]) for r in payload["records"]]
 
-    assert first["seed"] == again["seed"] and drawn(first) == drawn(again)
-    assert other["seed"] != first["seed"] and drawn(other) != drawn(first)
+    assert first["job"]["seed"] == again["job"]["seed"] and drawn(first) == drawn(again)
+    assert other["job"]["seed"] != first["job"]["seed"] and drawn(other) != drawn(first)
+    assert first["job"]["pid"] == "p1" and first["job"]["arm"] == "img"

@@ -10,6 +10,7 @@ import pytest
 
 from vulnbench import plots
 from vulnbench.io import write_table
+from vulnbench.stages import run_plot
 
 LABELS = ["NA", "nan", "None", "B cells"]
 
@@ -29,7 +30,7 @@ def test_every_label_is_a_row_of_the_single_gene_heatmap(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(plots, "_save", keep)
     write_table(tmp_path / "single_gene.tsv", attack_table())
-    plots.run_plot("single_gene", "heatmap", tmp_path / "single_gene.tsv", tmp_path / "out.png")
+    run_plot("single_gene", "heatmap", tmp_path / "single_gene.tsv", tmp_path / "out.png")
     axis = drawn["fig"].axes[0]
     assert sorted(t.get_text() for t in axis.get_yticklabels()) == sorted(LABELS)
     numbers = sorted(t.get_text() for t in axis.texts)

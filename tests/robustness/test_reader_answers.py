@@ -18,30 +18,16 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from vulnbench.errors import ConfigError, DataError
 from vulnbench.reader.analysis import read_answers
 from vulnbench.reader.answers import version_line
 from vulnbench.reader.app import serve
-from vulnbench.reader.study import build_study, load_study
+from vulnbench.reader.study import load_study
 
 V1_HEADER = b"image,answer,response_time_ms,timestamp\n"
 ROW = "img_{:04d}.png,{},1500.0,2024-05-01T10:00:{:02d}.000+00:00"
-
-
-@pytest.fixture
-def study(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    items = []
-    for k in range(6):
-        path = tmp_path / "src" / f"i{k}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(path)
-        items.append((path, "melanoma" if k % 2 else "nevus"))
-    return build_study(items[:4], {"pixel": items[4:]}, tmp_path / "study", n_per_condition=4, seed=0)
 
 
 def _rows(*numbers: int) -> bytes:

@@ -15,27 +15,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from vulnbench.errors import ConfigError
 from vulnbench.reader.app import MAX_BODY_BYTES, serve
-from vulnbench.reader.study import build_study
 
 GOOD = {"image": "img_0001.png", "answer": "benign", "response_time_ms": 812.5}
-
-
-@pytest.fixture
-def study(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(1)
-    items = []
-    for k in range(6):
-        path = tmp_path / "src" / f"i{k}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(path)
-        items.append((path, "melanoma" if k % 2 else "nevus"))
-    return build_study(items[:4], {"pixel": items[4:]}, tmp_path / "study", n_per_condition=4, seed=0)
 
 
 @pytest.fixture

@@ -79,3 +79,10 @@ def test_genes_the_data_lack_stop_the_job_before_any_cluster(prepared_and_model,
         attack(prepared_and_model, tmp_path / "genes.json", "all", params=params)
     assert all(w in str(error.value) for w in words), str(error.value)
     assert not (tmp_path / "genes.json").exists()
+
+
+def test_the_result_carries_its_whole_job(prepared_and_model, tmp_path) -> None:
+    attack(prepared_and_model, tmp_path / "r.json", [prepared_and_model[2][0]])
+    job = read_json(tmp_path / "r.json")["job"]
+    assert {"arm", "dataset", "classifier", "attack", "pid", "grid", "params", "seed", "versions"} <= set(job)
+    assert (job["arm"], job["attack"], job["seed"]) == ("sc", "single_gene", 0) and "vulnbench" in job["versions"]

@@ -387,10 +387,16 @@ def test_attack_table_labels_each_job_by_its_grid_cell(tmp_path):
     for attack, (grid, fixed) in cells.items():
         path = tmp_path / "synthetic_lesions" / "tiny" / attack / make_pid(grid) / "result.json"
         path.parent.mkdir(parents=True)
-        write_json(path, {"attack": attack, "params": {**fixed, **grid}, "records": [],
-                          "summary": {"n_attacked": 1, "n_success": 0}})
+        job = {"arm": "img", "dataset": "synthetic_lesions", "model": "tiny", "attack": attack,
+               "pid": make_pid(grid), "grid": grid, "params": {**fixed, **grid}}
+        write_json(path, {"job": job, "records": [], "summary": {"n_attacked": 1, "n_success": 0}})
         paths.append(path)
     table, _ = img_attack_tables(paths)
     assert table["mode"].tolist() == ["eps_levels=4, space=pixel", "n_pixels=3", "default"]
     assert [_job_label(row) for _, row in table.iterrows()] == ["fgsm eps_levels=4, space=pixel",
                                                                "pixel n_pixels=3", "color"]
+    # the identity comes from the result, not its path
+    moved = tmp_path / "elsewhere.json"
+    moved.write_bytes(paths[1].read_bytes())
+    assert img_attack_tables([moved])[0][["model", "attack", "pid"]].values.tolist() == [["tiny", "pixel",
+                                                                                           "n_pixels~3"]]

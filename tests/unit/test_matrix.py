@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from vulnbench.errors import ConfigError
-from vulnbench.matrix import build, check_budgets, format_value, grid_of_pid, make_pid, validate_config
+from vulnbench.matrix import build, check_budgets, format_value, make_pid, validate_config
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -38,20 +38,6 @@ def test_ids_do_not_depend_on_order_and_long_ones_are_hashed() -> None:
     assert len(long) == 8 and long == make_pid({f"key{i}": "value" * 3 for i in range(10)})
     assert format_value(0.1 + 0.2) == "0.30000000000000004" and format_value(1.0) == "1"
     assert format_value(True) == "true" and format_value("decile+5") == "decile+5"
-
-
-@pytest.mark.parametrize("grid", [
-    {"n_pixels": 3},                                        # a key with "_"
-    {"method": "positive_aberrant", "first_dichot": 100},   # a value with "_", keys sorted apart
-    {"eps_levels": 4, "space": "pixel"},
-    {f"key_{i}": "value_" * 4 for i in range(6)},           # long: hashed pid
-    {},
-])
-def test_grid_of_pid_reads_the_cell_back_from_the_job_parameters(grid):
-    # fixed parameters beside the grid, one of them a substring of a grid piece ("pixels~3" in "n_pixels~3")
-    params = {**grid, "pixels": 3, "popsize": 4, "max_split_size": 1}
-    assert grid_of_pid(make_pid(grid), params) == grid
-    assert grid_of_pid("n_pixels~9", params) is None  # no subset makes it: the caller shows the pid as it is
 
 
 def test_the_default_configs_are_valid() -> None:

@@ -196,7 +196,7 @@ def test_keep_going_reports_crashed_jobs_in_the_table_and_the_next_run_repairs_i
     assert f"{TABLE} lists the failed jobs" in text
 
     # the figure of such a table draws (failed jobs marked), for a user who plots it by hand
-    from vulnbench.plots import run_plot
+    from vulnbench.stages import run_plot
 
     run_plot("single_gene", "heatmap", workdir / TABLE, tmp_path / "heatmap.png")
     assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
@@ -232,7 +232,9 @@ def test_failed_image_attack_jobs_become_status_rows(tmp_path: Path, monkeypatch
     root = "results/img/attacks/synthetic_lesions"
     summary = {"n_images": 2, "n_attacked": 2, "n_success": 1, "success_rate": 0.5}
     record = {"image": "x", "outcome": "success", "params": None}
-    write_json(f"{root}/mn_a/fgsm/eps_levels~8/result.json", {"summary": summary, "records": [record]})
+    job = {"arm": "img", "dataset": "synthetic_lesions", "model": "mn_a", "attack": "fgsm", "pid": "eps_levels~8",
+           "grid": {"eps_levels": 8}, "params": {"eps_levels": 8}}
+    write_json(f"{root}/mn_a/fgsm/eps_levels~8/result.json", {"job": job, "summary": summary, "records": [record]})
     for name in ("mn_a", "mn_b"):
         Path(f"results/img/models/synthetic_lesions/{name}").mkdir(parents=True)
         Path(f"results/img/models/synthetic_lesions/{name}/model.pt").write_bytes(b"x")

@@ -219,22 +219,30 @@ def image_run_params(wildcards):
 
 
 # as JOB_INDEX: one dict lookup per image attack job
-IMG_JOB_PARAMS = {
-    (row.dataset, row.model, row.attack, row.pid): row.params
+IMG_JOB_INDEX = {
+    (row.dataset, row.model, row.attack, row.pid): row
     for row in IMG_JOBS.itertuples(index=False)
 }
 
 
-def image_attack_params(wildcards):
+def image_job_row(wildcards):
     key = (
         wildcards.img_dataset,
         wildcards.img_model,
         wildcards.img_attack,
         wildcards.pid,
     )
-    if key not in IMG_JOB_PARAMS:
+    if key not in IMG_JOB_INDEX:
         raise ValueError(f"no configured image job for {dict(wildcards)}")
-    return IMG_JOB_PARAMS[key]
+    return IMG_JOB_INDEX[key]
+
+
+def image_attack_params(wildcards):
+    return image_job_row(wildcards).params
+
+
+def image_attack_grid(wildcards):
+    return image_job_row(wildcards).grid
 
 
 def image_pairs():

@@ -90,6 +90,7 @@ rule image_attack:
         gpu=image_gpus,
     params:
         attack=image_attack_params,
+        grid=image_attack_grid,
         settings=image_run_params,
         code_version=CODE_VERSION,
         code=lambda wildcards: image_attack_code(wildcards.img_attack),

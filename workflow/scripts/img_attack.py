@@ -4,7 +4,8 @@ from vulnbench.logsetup import logged_stage
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):
-    identity = {"dataset": sm.wildcards.img_dataset, "model": sm.wildcards.img_model, "pid": sm.wildcards.pid}
+    identity = {"dataset": sm.wildcards.img_dataset, "model": sm.wildcards.img_model, "pid": sm.wildcards.pid,
+                "grid": dict(sm.params.grid), "code": sm.params.code}
     run_image_attack(sm.input.manifest, sm.input.model, sm.wildcards.img_attack, dict(sm.params.attack),
                      dict(sm.params.settings), sm.output.result, sm.output.images, threads=sm.threads,
                      identity=identity)

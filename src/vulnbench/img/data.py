@@ -142,7 +142,7 @@ class ImageDataset:
 
 def get_image_dataset(name: str, **params: Any) -> ImageDataset:
     """The configured dataset; unknown names or parameters fail with one line."""
-    from vulnbench.matrix import check_params
+    from vulnbench.params import check_params
 
     cls = IMAGE_DATASETS.get(name)
     check_params(f"image dataset {name!r}", params, cls)

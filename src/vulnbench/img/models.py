@@ -432,7 +432,7 @@ def onnx(path: str, input_layout: str = "NCHW", normalize: bool = True, image_si
 
 def build_image_model(name: str, **params: Any) -> Any:
     """A model by its config name; unknown names or parameters give a one-line ConfigError."""
-    from vulnbench.matrix import check_params
+    from vulnbench.params import check_params
 
     builder = IMAGE_MODELS.get(name)
     required = [p.name for p in inspect.signature(builder).parameters.values() if p.default is p.empty]
@@ -565,7 +565,7 @@ def train_image_model(name: str, train_images: np.ndarray, train_labels: Sequenc
 
     builder = IMAGE_MODELS.get(name)
     params = dict(model_params or {})
-    from vulnbench.matrix import check_params
+    from vulnbench.params import check_params
 
     check_params(f"image model {name!r}", params, builder)
     reserved = sorted({"image_size", "weights", "seed", "device"} & set(params))

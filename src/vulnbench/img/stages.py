@@ -146,6 +146,7 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
     from vulnbench.img.base import softmax
     from vulnbench.img.metrics import clopper_pearson
     from vulnbench.seeding import job_seed
+    from vulnbench.stages import versions
 
     start_image_job(threads)
     started = time.perf_counter()
@@ -183,8 +184,10 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
                "success_lo": low, "success_hi": high,
                "mean_forward": float(np.mean([r["n_forward"] for r in attacked])) if attacked else 0.0,
                "runtime_s": time.perf_counter() - started}
-    write_json(out_result, {"attack": attack, "params": _plain(dict(params)), "seed": seed, "summary": _plain(summary),
-                            "records": _plain(records)})
+    job = {"arm": "img", **dict(identity or {}), "attack": attack, "params": _plain(dict(params)), "seed": seed,
+           "versions": versions()}
+    write_json(out_result, {"job": job, "summary": _plain(summary), "records": _plain(records)})
+
     log.info("%s: %d of %d attacked melanomas flipped (%d still fooled after saving)", attack, n_success,
              len(attacked), summary["n_verified"])
 
@@ -277,20 +280,21 @@ def run_img_metrics_table(metrics_files: Sequence[str | Path], out_table: str | 
 
 
 def img_attack_tables(result_files: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Supplementary Table 2: successful attacks per attack × model (one row per job), plus every image's record."""
-    from vulnbench.matrix import grid_of_pid
+    """Supplementary Table 2: successful attacks per attack × model (one row per job), plus every image's record.
+
+    Built from each result's `job` (its identity, grid cell and parameters), never from its path."""
     from vulnbench.stages import mode_label
 
     rows, records = [], []
     for path in result_files:
-        parts = Path(path).parts  # results/img/attacks/{dataset}/{model}/{attack}/{pid}/result.json
-        dataset, model, attack, pid = parts[-5], parts[-4], parts[-3], parts[-2]
         entry = read_json(path)
-        grid = grid_of_pid(pid, entry.get("params") or {})
-        rows.append({"dataset": dataset, "model": model, "attack": attack, "pid": pid,
-                     "mode": pid if grid is None else mode_label(grid), **entry["summary"], "status": "ok",
+        job = entry.get("job")
+        if not isinstance(job, Mapping) or not {"dataset", "model", "attack", "pid"} <= set(job):
+            raise DataError(f"{path} holds no job identity (written by an older vulnbench): delete it to rerun the job")
+        identity = {key: job[key] for key in ("dataset", "model", "attack", "pid")}
+        rows.append({**identity, "mode": mode_label(job.get("grid") or {}), **entry["summary"], "status": "ok",
                      "reason": ""})
-        records.extend({"dataset": dataset, "model": model, "attack": attack, "pid": pid, **r,
+        records.extend({**identity, **r,
                         "params": None if r.get("params") is None else ",".join(f"{v:g}" for v in r["params"])}
                        for r in entry["records"])
     return pd.DataFrame(rows), pd.DataFrame(records)

@@ -24,7 +24,7 @@ CLASSIFIERS.register("singler")(SingleR)
 
 def get(name: str, **params: Any) -> PerCellClassifier:
     """A new, unfitted classifier; unknown names or parameters give a one-line error."""
-    from vulnbench.matrix import check_params
+    from vulnbench.params import check_params
 
     cls = CLASSIFIERS.get(name)
     check_params(f"classifier {name!r}", params, cls)
