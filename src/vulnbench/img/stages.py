@@ -152,13 +152,12 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
     started = time.perf_counter()
     model = load_image_model(model_path, settings["device"])
     images, labels, frame = attack_set(manifest, settings.get("max_attack_images"))
-    seed = None  # FGSM draws no random numbers
+    ident = identity or {}
+    # the job's seed, recorded for every job (FGSM draws no random numbers and leaves it unused)
+    seed = job_seed(int(settings["seed"]), "img", ident.get("dataset"), ident.get("model"), attack, ident.get("pid"))
     if attack == "fgsm":
         records, adversarials = _fgsm_records(model, images, params, fgsm)
     else:
-        ident = identity or {}
-        seed = job_seed(int(settings["seed"]), "img", ident.get("dataset"), ident.get("model"), attack,
-                        ident.get("pid"))
         records, adversarials = attack_images(model, images, labels, attack, seed=seed, **dict(params))
     out_dir = Path(out_images)
     out_dir.mkdir(parents=True, exist_ok=True)
