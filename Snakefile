@@ -36,36 +36,11 @@ rule only_train:
 
 
 onstart:
-    # a run of other config files must not overwrite this directory's tables (vulnbench.workdir)
-    from vulnbench.errors import VulnbenchError
-    from vulnbench.workdir import claim_results
+    # a run of other config files must not overwrite this directory's tables (vulnbench.core.workdir)
+    from vulnbench.core.errors import VulnbenchError
+    from vulnbench.core.workdir import claim_results
 
     try:
         claim_results(Path.cwd(), workflow.overwrite_configfiles)
     except VulnbenchError as error:
         sys.exit(f"vulnbench error: {error}")
-
-
-onerror:
-    # a failed run (say with --keep-going) still writes the attack tables, failed jobs as status rows
-    from vulnbench.stages import write_failed_tables
-
-    write_failed_tables(
-        JOBS,
-        IMG_JOBS,
-        {
-            "attack": {
-                "result": rules.run_attack.output.result,
-                "log_file": rules.run_attack.log[0],
-                "inputs": list(rules.run_attack.input),
-                "table": rules.aggregate_attack.output[0],
-            },
-            "img_attack": {
-                "result": rules.image_attack.output.result,
-                "log_file": rules.image_attack.log[0],
-                "inputs": list(rules.image_attack.input),
-                "table": rules.img_attack_table.output.table,
-                "records": rules.img_attack_table.output.records,
-            },
-        },
-    )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from vulnbench.stages import collect_results
+from vulnbench.sc.stages import collect_results
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")

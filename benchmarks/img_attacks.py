@@ -55,12 +55,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from vulnbench.core.jobs import keep_freed_memory, use_threads
 from vulnbench.img.attacks.de import de_attack, image_seed, softmax32
 from vulnbench.img.base import MELANOMA, ImageModel, normalize, to_unit_tensor
 from vulnbench.img.data import grouped_split
 from vulnbench.img.models import TorchImageModel, train_image_model
 from vulnbench.img.synthetic import MELANOMA_LABEL, synthetic_lesions
-from vulnbench.stages import keep_freed_memory, use_threads
 
 TARGET_VS_SEED, TARGET_VS_ART = 10.0, 3.0
 N_PIXELS = 3

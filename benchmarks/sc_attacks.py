@@ -50,9 +50,9 @@ from single_gene import (
     timed,
 )
 
-from vulnbench.data.datasets import synthetic_counts
 from vulnbench.sc.attacks import cgd, max_change, single_gene
 from vulnbench.sc.classifiers.base import plurality
+from vulnbench.sc.data.datasets import synthetic_counts
 
 #: adverSCarial 1.3.13 on this setup (as given in the benchmark brief; spec §9.2 lists 3.8 min / 240 calls)
 R_MAX_CHANGE_S, R_MAX_CHANGE_CALLS = 8.8 * 60, 449

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vulnbench.data.datasets import synthetic_counts
 from vulnbench.sc import classifiers
 from vulnbench.sc.classifiers._sctype import MarkerSets
 from vulnbench.sc.classifiers.base import plurality
+from vulnbench.sc.data.datasets import synthetic_counts
 
 PAPER_R_SECONDS = (138.0, 514.0)
 TARGET_SECONDS = 1.0

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vulnbench.data.datasets import synthetic_counts
 from vulnbench.sc.attacks import single_gene
 from vulnbench.sc.classifiers import ScMLP
 from vulnbench.sc.classifiers.base import PerCellClassifier
+from vulnbench.sc.data.datasets import synthetic_counts
 from vulnbench.sc.expression import as_expression
 from vulnbench.sc.modifications import GeneStats
 

@@ -25,7 +25,7 @@ def pbmc_short() -> tuple[pd.DataFrame, np.ndarray]:
 @pytest.fixture(scope="session")
 def synthetic_small():
     """300 cells × 400 genes of log-normalised synthetic counts with 4 types × 10 planted markers."""
-    from vulnbench.data import get, prepare
+    from vulnbench.sc.data import get, prepare
 
     raw = get("synthetic", n_cells=300, n_genes=400, n_types=4, n_markers=10, seed=3).load()
     adata = prepare(raw, test_size=0.5, seed=0)

@@ -80,7 +80,7 @@ def make_10x_archive(folder: Path, n_cells: int = 90, n_genes: int = 60, seed: i
     import scipy.io
     import scipy.sparse as sp
 
-    from vulnbench.data.datasets import synthetic_counts
+    from vulnbench.sc.data.datasets import synthetic_counts
 
     counts, labels, _ = synthetic_counts(n_cells=n_cells, n_genes=n_genes, n_types=3, n_markers=8, fold_change=10.0,
                                          dispersion=0.2, mean_count=1.0, seed=seed)

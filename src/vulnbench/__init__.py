@@ -1,6 +1,6 @@
 """vulnbench: how easily are biomedical classifiers fooled by small, deliberate input changes?"""
 
-from vulnbench.errors import ConfigError, DataError, DownloadError, VulnbenchError
+from vulnbench.core.errors import ConfigError, DataError, DownloadError, VulnbenchError
 
 __version__ = "0.1.0"
 

@@ -7,12 +7,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from vulnbench import __version__
+from vulnbench import __version__, runner
+from vulnbench.reader import cli as reader_cli
+from vulnbench.reader.cli import run_parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vulnbench import runner
-    from vulnbench.reader import cli as reader_cli
 
     parser = argparse.ArgumentParser(prog="vulnbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"vulnbench {__version__}")
@@ -24,7 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run, and turn a VulnbenchError into one line "vulnbench error: …" and exit status 1."""
-    from vulnbench.reader.cli import run_parsed
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)  # `run` passes the options it does not know on to Snakemake

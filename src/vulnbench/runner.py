@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from vulnbench.errors import VulnbenchError
+from vulnbench.core.errors import VulnbenchError
 
 RUN_LOCK = "vulnbench-run.lock"
 # Snakemake options after which a run neither takes nor needs the working-directory lock.

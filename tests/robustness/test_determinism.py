@@ -85,7 +85,7 @@ def image_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     the attack job only needs a model whose correct calls DE can try to flip, drawing random numbers."""
     from vulnbench.img.base import MELANOMA
     from vulnbench.img.models import build_image_model
-    from vulnbench.img.pipeline import image_dataset_settings
+    from vulnbench.img.plan import image_dataset_settings
     from vulnbench.img.stages import attack_set, run_prepare_images
 
     folder = tmp_path_factory.mktemp("img")
@@ -104,8 +104,8 @@ def image_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def attack_once(image_job: tuple[Path, Path], out: Path, pid: str) -> dict:
+    from vulnbench.core.io import read_json
     from vulnbench.img.stages import run_image_attack
-    from vulnbench.io import read_json
 
     settings = {"max_attack_images": None, "seed": 0, "device": "cpu"}
     params = {"n_pixels": 1, "popsize": 2, "max_generations": 2}

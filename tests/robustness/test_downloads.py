@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from vulnbench.data.download import download, verify_file
-from vulnbench.errors import DataError, DownloadError
+from vulnbench.core.download import download, verify_file
+from vulnbench.core.errors import DataError, DownloadError
 from vulnbench.img.data import ISIC2019_GROUNDTRUTH, ISIC2019_INPUT, ISIC2019_METADATA, get_image_dataset
 
 PAYLOAD = bytes(range(256)) * 256  # 64 KiB
@@ -192,7 +192,7 @@ def test_a_slow_but_steady_download_is_not_a_stall_and_logs_progress(faults: Fau
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     """64 KiB at ~64 KiB/s for ~1 s, with 0.3 s windows and a 1 KiB/s floor: slow, not stalled."""
     dest = tmp_path / "data.bin"
-    with caplog.at_level(logging.INFO, logger="vulnbench.data.download"):
+    with caplog.at_level(logging.INFO, logger="vulnbench.core.download"):
         download(f"{faults.base_url}/slow", dest, checksum=f"md5:{MD5}", retries=1, timeout=0.3,
                  progress_every=0.2)
     assert dest.read_bytes() == PAYLOAD

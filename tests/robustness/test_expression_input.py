@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from vulnbench.errors import DataError
+from vulnbench.core.errors import DataError
 
 SPLIT = {"test_size": 0.5, "seed": 0, "min_cells_per_type": 5}
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def zscored(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def prepare_h5ad(path: Path, output: Path, **params: object) -> ad.AnnData:
-    from vulnbench.stages import run_prepare
+    from vulnbench.sc.stages import run_prepare
 
     run_prepare("h5ad", {"path": str(path), "label_column": "bulk_labels", **params}, SPLIT, None, output)
     return ad.read_h5ad(output)
@@ -70,7 +70,7 @@ def test_normalised_true_takes_negative_values_with_a_warning(zscored: Path, tmp
 
 
 def test_the_embedded_pbmc68k_reduced_still_prepares_from_raw(tmp_path: Path) -> None:
-    from vulnbench.stages import run_prepare
+    from vulnbench.sc.stages import run_prepare
 
     run_prepare("pbmc68k_reduced", {}, SPLIT, None, tmp_path / "prepared.h5ad")
     prepared = ad.read_h5ad(tmp_path / "prepared.h5ad")
@@ -96,7 +96,7 @@ def counts_file(folder: Path, negative: float | None, sparse: bool, labels: tupl
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 def test_one_negative_count_is_refused_not_taken_for_normalised(tmp_path: Path, sparse: bool) -> None:
-    from vulnbench.stages import run_prepare
+    from vulnbench.sc.stages import run_prepare
 
     path = counts_file(tmp_path, -1.0, sparse)
     with pytest.raises(DataError) as info:
@@ -107,7 +107,7 @@ def test_one_negative_count_is_refused_not_taken_for_normalised(tmp_path: Path, 
 
 
 def test_a_negative_layer_names_the_layer_and_the_other_choices(tmp_path: Path) -> None:
-    from vulnbench.stages import run_prepare
+    from vulnbench.sc.stages import run_prepare
 
     scaled = np.full((36, 20), -0.5, dtype=np.float32)
     path = counts_file(tmp_path, None, True, scaled=scaled, lognorm=np.ones((36, 20), dtype=np.float32))
@@ -117,7 +117,7 @@ def test_a_negative_layer_names_the_layer_and_the_other_choices(tmp_path: Path) 
 
 
 def test_cell_types_called_na_nan_none_stay_labels_from_h5ad_to_tables(tmp_path: Path) -> None:
-    from vulnbench.io import read_table, write_table
+    from vulnbench.core.io import read_table, write_table
 
     names = ("NA", "nan", "None")
     prepared = prepare_h5ad(counts_file(tmp_path, None, False, labels=names), tmp_path / "prepared.h5ad",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vulnbench import plots
-from vulnbench.io import write_table
-from vulnbench.stages import run_plot
+from vulnbench.core.io import write_table
+from vulnbench.sc import plots
+from vulnbench.sc.plots import run_plot
 
 LABELS = ["NA", "nan", "None", "B cells"]
 
@@ -38,7 +38,7 @@ def test_every_label_is_a_row_of_the_single_gene_heatmap(tmp_path: Path, monkeyp
 
 
 def test_attack_tables_read_back_keep_na_labels(tmp_path: Path) -> None:
-    from vulnbench.io import read_table
+    from vulnbench.core.io import read_table
 
     write_table(tmp_path / "single_gene.tsv", attack_table())
     table = read_table(tmp_path / "single_gene.tsv")

@@ -1,4 +1,4 @@
-"""A run of another config never overwrites a directory's tables (vulnbench.workdir); the same config file, edited
+"""A run of another config never overwrites a directory's tables (vulnbench.core.workdir); the same config file, edited
 or not, reruns as usual."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.workflow.conftest import REPO, snakemake
-from vulnbench.workdir import ResultsOfAnotherConfig, claim_results
+from vulnbench.core.workdir import ResultsOfAnotherConfig, claim_results
 
 BASE = yaml.safe_load((REPO / "tests" / "config" / "config.yaml").read_text())
 

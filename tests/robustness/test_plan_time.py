@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.workflow.conftest import REPO, snakemake
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 
 BASE = yaml.safe_load((REPO / "tests" / "config" / "config.yaml").read_text())
 IMAGES = {"datasets": {"synthetic_lesions": {"n_images": 40, "image_size": 16}},
@@ -86,8 +86,8 @@ def test_a_wrong_value_stops_the_dry_run_in_one_line(case: str, dry_runs: dict[s
 
 
 def check(config: dict[str, Any]) -> None:
-    from vulnbench.img.pipeline import validate_images_config
-    from vulnbench.matrix import validate_config
+    from vulnbench.img.plan import validate_images_config
+    from vulnbench.sc.plan import validate_config
 
     validate_config(config, schema=REPO / "workflow" / "schemas" / "config.schema.yaml")
     validate_images_config(config)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.reader.analysis import read_answers
 from vulnbench.reader.answers import version_line
 from vulnbench.reader.app import serve

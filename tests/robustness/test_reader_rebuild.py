@@ -20,7 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from vulnbench.errors import DataError
+from vulnbench.core.errors import DataError
 from vulnbench.reader.analysis import read_answers, simulate_readers
 from vulnbench.reader.app import serve
 from vulnbench.reader.study import build_study, build_versioned_study, load_study

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 from vulnbench.reader.app import MAX_BODY_BYTES, serve
 
 GOOD = {"image": "img_0001.png", "answer": "benign", "response_time_ms": 812.5}

@@ -1,4 +1,4 @@
-"""The attack stage (vulnbench.stages.run_attack): seeded from the config seed and the job's identity, per
+"""The attack stage (vulnbench.sc.stages.run_attack): seeded from the config seed and the job's identity, per
 cluster; clusters the data do not have are refused with the valid names."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from vulnbench.errors import DataError
-from vulnbench.io import read_json
-from vulnbench.stages import run_attack
+from vulnbench.core.errors import DataError
+from vulnbench.core.io import read_json
+from vulnbench.sc.stages import run_attack
 
 
 @pytest.fixture(scope="module")
 def prepared_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
-    from vulnbench.data import get, prepare
     from vulnbench.sc.classifiers import get as get_classifier
+    from vulnbench.sc.data import get, prepare
 
     folder = tmp_path_factory.mktemp("stage")
     raw = get("synthetic", n_cells=160, n_genes=120, n_types=3, n_markers=8, seed=1).load()

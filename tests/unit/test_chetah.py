@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import shared_file
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.sc.classifiers._chetah import UNASSIGNED, Chetah
 from vulnbench.sc.classifiers.base import plurality
 
@@ -119,7 +119,7 @@ def synthetic_model():
     With 10 markers among 400 genes (the contract suite's `synthetic_small`) most of CHETAH's 200 genes per node are
     noise and accuracy drops to ~0.83, hence a dataset of its own.
     """
-    from vulnbench.data import get, prepare
+    from vulnbench.sc.data import get, prepare
 
     adata = prepare(get("synthetic", n_cells=500, n_genes=600, n_types=5, n_markers=50, seed=5).load(), seed=0)
     unseen = (adata.obs["label"] == "type4").to_numpy()

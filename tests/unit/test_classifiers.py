@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vulnbench.errors import ConfigError
-from vulnbench.matrix import signature_defaults
+from vulnbench.core.errors import ConfigError
+from vulnbench.core.params import signature_defaults
 from vulnbench.sc import classifiers
 from vulnbench.sc.classifiers.base import PerCellClassifier, plurality
 
@@ -141,7 +141,7 @@ def test_unknown_backend_is_named(name, synthetic_small) -> None:
 
 @pytest.mark.parametrize("name", ["chetah", "scannotatr"])
 def test_r_backend_without_the_bioconductor_package_says_how_to_install_it(name, synthetic_small) -> None:
-    from vulnbench import rbridge
+    from vulnbench.sc import rbridge
 
     ok, reason = rbridge.r_available()
     if not ok:

@@ -1,4 +1,4 @@
-"""vulnbench.codehash: a job's code hash follows the modules it runs, and only those."""
+"""vulnbench.core.codehash: a job's code hash follows the modules it runs, and only those."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vulnbench import codehash
-from vulnbench.codehash import code_hash, module_closure
+from vulnbench.core import codehash
+from vulnbench.core.codehash import code_hash, module_closure
 
 MODULES = {
     "__init__.py": "from vbfake.attack_a import attack_a\nfrom vbfake.attack_c import attack_c\n",
@@ -68,12 +68,12 @@ def test_a_source_only_function_counts_its_text_not_its_module() -> None:
     def summary_two() -> int:
         return 2
 
-    assert code_hash("vulnbench.errors", sources=[summary_one]) != code_hash("vulnbench.errors",
+    assert code_hash("vulnbench.core.errors", sources=[summary_one]) != code_hash("vulnbench.core.errors",
                                                                              sources=[summary_two])
 
 
 def test_the_pipelines_hashes_separate_attacks_and_classifiers() -> None:
-    from vulnbench.matrix import attack_code, classifier_code
+    from vulnbench.sc.plan import attack_code, classifier_code
 
     assert classifier_code("scrf") != classifier_code("scmlp")
     assert attack_code("single_gene", "scrf") != attack_code("single_gene", "scmlp")

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from tests.helpers import make_10x_archive, shared_file
-from vulnbench.data import get, prepare
-from vulnbench.data.datasets import read_label_file
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.sc.data import get, prepare
+from vulnbench.sc.data.datasets import read_label_file
 
 
 def test_pbmc68k_reduced_is_embedded_and_log_normalised() -> None:
@@ -118,7 +118,8 @@ def test_unknown_dataset_parameter_is_named() -> None:
 
 
 def test_prepared_file_round_trips(tmp_path) -> None:
-    from vulnbench.stages import read_prepared, run_prepare
+    from vulnbench.sc.data.prepare import read_prepared
+    from vulnbench.sc.stages import run_prepare
 
     run_prepare("synthetic", {"n_cells": 120, "n_genes": 40, "n_types": 2, "n_markers": 5},
                 {"test_size": 0.5, "seed": 0, "min_cells_per_type": 5}, None, tmp_path / "p.h5ad")
@@ -198,7 +199,7 @@ def test_negative_values_counts_sparse_stored_values_and_dense_blocks(monkeypatc
 
 
 def test_prepare_refuses_negative_values_unless_the_loader_allows_them(caplog) -> None:
-    from vulnbench.data.prepare import ALLOW_NEGATIVE
+    from vulnbench.sc.data.prepare import ALLOW_NEGATIVE
 
     raw = get("synthetic", n_cells=60, n_genes=30, n_types=2, n_markers=5, seed=0).load()
     normalised = prepare(raw.copy())

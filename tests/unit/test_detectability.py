@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from tests.helpers import MarkerMeans
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.sc import detectability as det
 
 TARGET = "type0"
@@ -158,7 +158,8 @@ def test_plots_are_written(result, tmp_path) -> None:
 
 def test_run_detectability_end_to_end(tmp_path) -> None:
     from vulnbench.sc.classifiers._scmlp import ScMLP
-    from vulnbench.stages import read_prepared, run_prepare
+    from vulnbench.sc.data.prepare import read_prepared
+    from vulnbench.sc.stages import run_prepare
 
     prepared = tmp_path / "prepared.h5ad"
     run_prepare("synthetic", {"n_cells": 240, "n_genes": 200, "n_types": 3, "n_markers": 10, "seed": 5},

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from vulnbench.data.download import download, extract_tar, file_digest
-from vulnbench.errors import ConfigError, DataError, DownloadError
+from vulnbench.core.download import download, extract_tar, file_digest
+from vulnbench.core.errors import ConfigError, DataError, DownloadError
 
 PAYLOAD = b"cell\tgene\tcount\n" * 5000 + b"end\n"
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -100,7 +100,7 @@ def test_download_with_md5(server: Server, tmp_path: Path) -> None:
 def test_download_without_checksum_warns(server: Server, tmp_path: Path,
                                          caplog: pytest.LogCaptureFixture) -> None:
     dest = tmp_path / "data.tsv"
-    with caplog.at_level("WARNING", logger="vulnbench.data.download"):
+    with caplog.at_level("WARNING", logger="vulnbench.core.download"):
         download(f"{server.base_url}/data.tsv", dest, checksum=None)
     assert dest.read_bytes() == PAYLOAD
     assert "unverified" in caplog.text
@@ -209,7 +209,7 @@ def test_existing_file_without_checksum_is_kept_with_a_warning(server: Server, t
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     dest = tmp_path / "data.tsv"
     dest.write_bytes(b"mine")
-    with caplog.at_level("WARNING", logger="vulnbench.data.download"):
+    with caplog.at_level("WARNING", logger="vulnbench.core.download"):
         download(f"{server.base_url}/data.tsv", dest, checksum=None)
     assert dest.read_bytes() == b"mine" and server.requests["/data.tsv"] == 0
     assert "unverified" in caplog.text

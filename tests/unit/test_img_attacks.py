@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 from vulnbench.img.attacks import (
     apply_transform,
     attack_images,
@@ -376,10 +376,10 @@ def test_percent_offsets_scale_one_channel() -> None:
 
 def test_attack_table_labels_each_job_by_its_grid_cell(tmp_path):
     """Keys and values with "_" (eps_levels, n_pixels) must not be split apart in tables and figure labels."""
+    from vulnbench.core.grid import make_pid
+    from vulnbench.core.io import write_json
     from vulnbench.img.plots import _job_label
     from vulnbench.img.stages import img_attack_tables
-    from vulnbench.io import write_json
-    from vulnbench.matrix import make_pid
 
     cells = {"fgsm": ({"eps_levels": 4, "space": "pixel"}, {}), "pixel": ({"n_pixels": 3}, {"popsize": 4}),
              "color": ({}, {"popsize": 10})}

@@ -21,7 +21,7 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupShuffleSplit
 
-from vulnbench.errors import ConfigError, DataError, DownloadError
+from vulnbench.core.errors import ConfigError, DataError, DownloadError
 from vulnbench.img.data import (
     ISIC2019_EXTRACTED,
     ISIC2019_GROUNDTRUTH,

@@ -8,7 +8,7 @@ import torch
 from scipy.stats import beta
 from sklearn.metrics import roc_auc_score
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.img.base import DifferentiableImageModel, ImageModel, normalize, to_unit_tensor
 from vulnbench.img.metrics import _bootstrap_auc, classification_metrics, clopper_pearson
 from vulnbench.img.models import (

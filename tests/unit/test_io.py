@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vulnbench.io import atomic_path, write_table
+from vulnbench.core.io import atomic_path, write_table
 
 
 def test_failed_write_leaves_no_file(tmp_path: Path) -> None:

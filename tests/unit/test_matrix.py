@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from vulnbench.errors import ConfigError
-from vulnbench.matrix import build, check_budgets, format_value, make_pid, validate_config
+from vulnbench.core.errors import ConfigError
+from vulnbench.core.grid import format_value, make_pid
+from vulnbench.core.params import check_budgets
+from vulnbench.sc.plan import build, validate_config
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"

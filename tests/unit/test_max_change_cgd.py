@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import MARKERS, MarkerMeans, m_classifier
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.sc.attacks import cgd, max_change, max_change_overview, single_gene_overview
 
 

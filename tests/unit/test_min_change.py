@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import MarkerMeans, m_classifier
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 from vulnbench.sc.attacks._min_change import grid_min_change, parse_modifications, random_walk_min_change
 from vulnbench.sc.modifications import Modification
 

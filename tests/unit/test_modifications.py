@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 from vulnbench.sc.expression import as_expression
 from vulnbench.sc.modifications import GeneStats, Modification, order_statistics, quantile_type7
 

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vulnbench.errors import DataError
+from vulnbench.core.errors import DataError
 from vulnbench.reader.app import serve
 from vulnbench.reader.study import build_study, load_study
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.reader.analysis import analyse_study
 from vulnbench.reader.stages import reader_study_settings, run_build_reader_study, run_simulate_readers
 
@@ -40,9 +40,11 @@ def image_arm(tmp_path: Path) -> tuple[Path, Path, Path]:
             if success:
                 _png(attacks / "ds" / "m" / attack / "default" / "images" / file, 100 + k)
             records.append({"dataset": "ds", "model": "m", "attack": attack, "pid": "default", "image": f"img{k:02d}",
-                            "outcome": "success" if success else "failed", "adversarial_file": file})
+                            "outcome": "success" if success else "failed", "adversarial_file": file,
+                            "adversarial_path": str(attacks / "ds" / "m" / attack / "default" / "images" / file) if file else None})
     records.append({"dataset": "ds", "model": "other", "attack": "pixel", "pid": "default", "image": "img01",
-                    "outcome": "success", "adversarial_file": "elsewhere.png"})
+                    "outcome": "success", "adversarial_file": "elsewhere.png",
+                    "adversarial_path": str(attacks / "elsewhere.png")})
     table = tmp_path / "records.tsv"
     pd.DataFrame(records).to_csv(table, sep="\t", index=False)
     return data / "manifest.tsv", table, attacks
@@ -52,7 +54,7 @@ def test_build_simulate_analyse(image_arm, tmp_path: Path) -> None:
     manifest, records, attacks = image_arm
     settings = reader_study_settings({"reader_study": {"model": "m", "n_per_condition": 4, "n_readers": 3}}, ["m"])
     pointer = tmp_path / "study.json"
-    study = run_build_reader_study(records, manifest, "ds", settings, 0, pointer, attack_root=attacks)
+    study = run_build_reader_study(records, manifest, "ds", settings, 0, pointer)
     assert study == tmp_path / "study"  # the pointer names the folder beside it
     assert json.loads(pointer.read_text())["study"] == "study"
     shown = pd.read_csv(study / "manifest.csv")
@@ -77,16 +79,14 @@ def test_settings_and_empty_studies_fail_in_one_line(image_arm, tmp_path: Path) 
         reader_study_settings({"reader_study": {"model": "x"}}, ["m"])
     settings = reader_study_settings({"reader_study": {"model": "m", "attacks": ["rotation"]}}, ["m"])
     with pytest.raises(DataError, match="no successful attack on m among rotation, so nothing to show readers"):
-        run_build_reader_study(records, manifest, "ds", settings, 0, tmp_path / "s.json", attack_root=attacks)
+        run_build_reader_study(records, manifest, "ds", settings, 0, tmp_path / "s.json")
     assert not (tmp_path / "s").exists() and not (tmp_path / "s.json").exists()
     # every attack failed: the records table has no adversarial_file column at all (was KeyError 'adversarial_file')
-    failed = pd.read_csv(records, sep="\t").drop(columns="adversarial_file").assign(outcome="failed")
+    failed = pd.read_csv(records, sep="\t").drop(columns=["adversarial_file", "adversarial_path"]).assign(outcome="failed")
     failed.to_csv(tmp_path / "failed.tsv", sep="\t", index=False)
     settings = reader_study_settings({"reader_study": {"model": "m"}}, ["m"])
     with pytest.raises(DataError, match="no successful attack on m among pixel, color, rotation, so nothing to show"):
-        run_build_reader_study(tmp_path / "failed.tsv", manifest, "ds", settings, 0, tmp_path / "s.json",
-                               attack_root=attacks)
+        run_build_reader_study(tmp_path / "failed.tsv", manifest, "ds", settings, 0, tmp_path / "s.json")
     (tmp_path / "empty.tsv").write_text("")
     with pytest.raises(DataError, match="nothing to show readers"):
-        run_build_reader_study(tmp_path / "empty.tsv", manifest, "ds", settings, 0, tmp_path / "s.json",
-                               attack_root=attacks)
+        run_build_reader_study(tmp_path / "empty.tsv", manifest, "ds", settings, 0, tmp_path / "s.json")

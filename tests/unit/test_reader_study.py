@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from vulnbench.cli import main as vulnbench_main
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.reader.analysis import (
     bootstrap_auc_ci,
     delong_auc,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vulnbench.stages import keep_freed_memory
+from vulnbench.core.jobs import keep_freed_memory
 
 # Allocate and touch four 24 MB buffers, then free them, 20 times (the activations of one DE generation's forward pass);
 # print the minor page faults of the last 10 rounds. Run in a child process: the setting is process-wide and must not
@@ -17,7 +17,7 @@ from vulnbench.stages import keep_freed_memory
 CHILD = """
 import resource, sys
 import numpy as np
-from vulnbench.stages import keep_freed_memory
+from vulnbench.core.jobs import keep_freed_memory
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
 for round_ in range(20):
@@ -50,7 +50,7 @@ def test_kept_memory_is_reused_without_page_faults():
 # counts of BLAS / OpenMP (already loaded by numpy and scikit-learn) and of torch imported afterwards.
 THREADS_CHILD = """
 import json, sys
-from vulnbench.stages import use_threads
+from vulnbench.core.jobs import use_threads
 if sys.argv[1] == "limited":
     use_threads(1)
 torch_imported_by_use_threads = "torch" in sys.modules

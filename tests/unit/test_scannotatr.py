@@ -8,8 +8,7 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-from vulnbench.data.datasets import synthetic_counts
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.sc.classifiers._scannotatr import (
     UNKNOWN,
     RankTable,
@@ -19,6 +18,7 @@ from vulnbench.sc.classifiers._scannotatr import (
     select_markers,
 )
 from vulnbench.sc.classifiers.base import PerCellClassifier, plurality
+from vulnbench.sc.data.datasets import synthetic_counts
 
 N_TRAIN = 400
 

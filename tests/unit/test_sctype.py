@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import shared_file
-from vulnbench.data.datasets import synthetic_counts
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.sc.classifiers._sctype import (
     UNKNOWN,
     MarkerSets,
@@ -25,6 +24,7 @@ from vulnbench.sc.classifiers._sctype import (
     sctype_scores,
 )
 from vulnbench.sc.classifiers.base import PerCellClassifier
+from vulnbench.sc.data.datasets import synthetic_counts
 from vulnbench.sc.oracle import is_per_cell
 
 
@@ -313,7 +313,7 @@ CLEANROOM_R = Path(__file__).resolve().parents[1] / "resources" / "sctype_score_
 
 
 def _require_r() -> None:
-    from vulnbench import rbridge
+    from vulnbench.sc import rbridge
 
     ok, reason = rbridge.r_available()
     if not ok:

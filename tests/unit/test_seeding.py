@@ -1,4 +1,4 @@
-"""Seeds derived from the config seed and a job's identity (vulnbench.seeding)."""
+"""Seeds derived from the config seed and a job's identity (vulnbench.core.seeding)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from vulnbench.seeding import job_seed
+from vulnbench.core.seeding import job_seed
 
 
 def test_job_seed_is_the_same_in_another_process_with_another_hash_salt() -> None:
-    code = "from vulnbench.seeding import job_seed; print(job_seed(7, 'sc', 'pbmc', 'scrf', 'max_change', 'NK'))"
+    code = "from vulnbench.core.seeding import job_seed; print(job_seed(7, 'sc', 'pbmc', 'scrf', 'max_change', 'NK'))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert int(other.stdout) == job_seed(7, "sc", "pbmc", "scrf", "max_change", "NK")

@@ -12,9 +12,9 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-from vulnbench.data.datasets import synthetic_counts
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.sc.attacks._signature import distant_couples, pair_pvalues, round_robin, signature_genes
+from vulnbench.sc.data.datasets import synthetic_counts
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

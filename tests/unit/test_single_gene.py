@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from tests.helpers import MARKERS, MarkerMeans, m_classifier
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.sc.attacks import single_gene
 from vulnbench.sc.classifiers.base import plurality
 from vulnbench.sc.modifications import quantile_type7

@@ -11,9 +11,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import spearmanr
 
-from vulnbench import rbridge
-from vulnbench.data.datasets import synthetic_counts
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.sc import rbridge
 from vulnbench.sc.attacks import single_gene
 from vulnbench.sc.classifiers._singler import (
     SingleR,
@@ -23,6 +22,7 @@ from vulnbench.sc.classifiers._singler import (
     _top_quantile,
 )
 from vulnbench.sc.classifiers.base import PerCellClassifier
+from vulnbench.sc.data.datasets import synthetic_counts
 
 
 def log_normalised(n_cells: int, n_genes: int, n_types: int, fold_change: float, dispersion: float,
@@ -156,7 +156,7 @@ def test_r_backend_without_r_is_a_one_line_config_error(easy, monkeypatch) -> No
 
 def test_importing_vulnbench_does_not_start_r() -> None:
     # _singler imports rbridge only inside the R backend's functions; rbridge imports rpy2 only when asked
-    code = "import sys, vulnbench.rbridge; assert 'rpy2' not in sys.modules, 'rpy2 imported'"
+    code = "import sys, vulnbench.sc.rbridge; assert 'rpy2' not in sys.modules, 'rpy2 imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

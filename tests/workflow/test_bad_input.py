@@ -28,7 +28,7 @@ import scipy.sparse as sp
 import yaml
 from PIL import Image
 
-from vulnbench.errors import DataError, VulnbenchError
+from vulnbench.core.errors import DataError, VulnbenchError
 
 from .conftest import REPO, snakemake
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:(Observation|Variable) names are
 
 BASE = yaml.safe_load((REPO / "tests" / "config" / "config.yaml").read_text())
 SPLIT = {"test_size": 0.5, "seed": 0, "min_cells_per_type": 5}
-#: how a failing rule reports a VulnbenchError (vulnbench.logsetup.logged_stage)
+#: how a failing rule reports a VulnbenchError (vulnbench.core.logsetup.logged_stage)
 DATA_PREFIX = "vulnbench error: "
 CONFIG_PREFIX = "vulnbench config error: "
 IMAGES = {"models": {"mobilenet_v3_small": {"epochs": 1, "batch_size": 4}},
@@ -313,7 +313,7 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 def leftovers(folder: Path) -> list[Path]:
-    """Temporary files and folders of vulnbench.io.atomic_path / prepare_images that a failure must not leave."""
+    """Temporary files and folders of vulnbench.core.io.atomic_path / prepare_images that a failure must not leave."""
     return [p for p in folder.rglob("*") if p.name.endswith((".tmp", ".old")) and ".snakemake" not in p.parts]
 
 
@@ -356,9 +356,9 @@ def test_bad_data_fails_its_rule_in_one_line_and_leaves_nothing(rule_case: str,
 @pytest.mark.parametrize("case", sorted(CONFIG_CHECKS))
 def test_more_bad_configs_are_one_line_at_parse_time(case: str, tmp_path: Path) -> None:
     """What workflow/rules/common.smk runs before planning; it prints CONFIG_PREFIX + the message and exits."""
-    from vulnbench.errors import ConfigError
-    from vulnbench.img.pipeline import build_image_jobs
-    from vulnbench.matrix import build, validate_config
+    from vulnbench.core.errors import ConfigError
+    from vulnbench.img.plan import build_image_jobs
+    from vulnbench.sc.plan import build, validate_config
 
     make, expected = CONFIG_CHECKS[case]
     config = make(tmp_path)
@@ -375,7 +375,7 @@ def test_more_bad_configs_are_one_line_at_parse_time(case: str, tmp_path: Path) 
 # -- the remaining data cases, in-process through the stage functions the rules call -----------------------------
 @pytest.mark.parametrize("case", sorted(H5AD_CASES))
 def test_a_corrupt_h5ad_is_one_named_data_error(case: str, tmp_path: Path) -> None:
-    from vulnbench.stages import run_prepare
+    from vulnbench.sc.stages import run_prepare
 
     spec = H5AD_CASES[case]
     path = spec.make(tmp_path)
@@ -409,7 +409,7 @@ def test_a_bad_image_folder_is_one_named_data_error(case: str, tmp_path: Path) -
 def test_the_undamaged_inputs_prepare_cleanly(tmp_path: Path) -> None:
     """The cases above fail because of their damage, not because the base inputs were already bad."""
     from vulnbench.img.stages import run_prepare_images
-    from vulnbench.stages import run_prepare
+    from vulnbench.sc.stages import run_prepare
 
     path = written(user_anndata())(tmp_path)
     run_prepare("h5ad", {"path": str(path)}, SPLIT, None, tmp_path / "prepared.h5ad")

@@ -109,7 +109,7 @@ def sctype_workbook(path: Path) -> None:
     """A workbook in ScTypeDB's layout whose 'Immune system' rows mark the synthetic dataset's planted types."""
     import pandas as pd
 
-    from vulnbench.data.datasets import synthetic_counts
+    from vulnbench.sc.data.datasets import synthetic_counts
 
     _, _, markers = synthetic_counts(**SYNTHETIC, fold_change=8.0, dispersion=0.2, mean_count=0.3)
     rows = [{"tissueType": "Immune system", "cellName": t, "geneSymbolmore1": ",".join(f"gene{c}" for c in cols[:6]),
@@ -137,7 +137,7 @@ def sctype_config(workdir: Path, url: str, checksums: dict[str, str]) -> Path:
 
 @pytest.fixture
 def served_sctype(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, dict[str, str]]]:
-    from vulnbench import rbridge
+    from vulnbench.sc import rbridge
 
     ok, reason = rbridge.r_available()
     if not ok or rbridge.missing_r_packages("scales"):

@@ -54,7 +54,7 @@ def comparable(path: Path) -> pd.DataFrame:
 def assert_complete(path: Path) -> None:
     """A file at its final name holds a whole output: it opens with the reader the pipeline uses."""
     from vulnbench.sc.classifiers.base import PerCellClassifier
-    from vulnbench.stages import read_prepared
+    from vulnbench.sc.data.prepare import read_prepared
 
     if path.suffix == ".json":
         json.loads(path.read_text())
@@ -196,7 +196,7 @@ def test_keep_going_reports_crashed_jobs_in_the_table_and_the_next_run_repairs_i
     assert f"{TABLE} lists the failed jobs" in text
 
     # the figure of such a table draws (failed jobs marked), for a user who plots it by hand
-    from vulnbench.stages import run_plot
+    from vulnbench.sc.plots import run_plot
 
     run_plot("single_gene", "heatmap", workdir / TABLE, tmp_path / "heatmap.png")
     assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
@@ -217,9 +217,9 @@ def test_keep_going_reports_crashed_jobs_in_the_table_and_the_next_run_repairs_i
 def test_failed_image_attack_jobs_become_status_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The image arm's table after a failed run: done jobs from their results, a crashed job naming its log's
     one-line error, a job behind a missing model as not run; dated before its inputs so the next run rebuilds it."""
-    from vulnbench.img.pipeline import build_image_jobs
+    from vulnbench.core.io import write_json
+    from vulnbench.img.plan import build_image_jobs
     from vulnbench.img.stages import write_failed_img_attack_table
-    from vulnbench.io import write_json
 
     monkeypatch.chdir(tmp_path)
     config = {"images": {"datasets": {"synthetic_lesions": {}},

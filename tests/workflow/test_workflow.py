@@ -31,10 +31,10 @@ def test_snakefmt_is_clean() -> None:
 
 def expected_plan(config: dict) -> dict[str, int]:
     """The jobs a full run of `config` must plan, computed from the config with the library's own matrices."""
-    from vulnbench.img.pipeline import build_image_jobs
+    from vulnbench.img.plan import build_image_jobs
     from vulnbench.img.plots import IMAGE_FIGURES
-    from vulnbench.matrix import build
     from vulnbench.sc.attacks import ATTACKS
+    from vulnbench.sc.plan import build
 
     jobs = build(config)
     attacks = sorted(set(jobs["attack"]))

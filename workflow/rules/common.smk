@@ -3,22 +3,19 @@ import sys
 from pathlib import Path
 
 import vulnbench
-from vulnbench.errors import ConfigError
-from vulnbench.matrix import (
+from vulnbench.core.errors import ConfigError
+from vulnbench.sc.plan import (
     attack_code,
     classifier_code,
     dataset_code,
-    build,
     classifier_settings,
     dataset_settings,
-    validate_config,
 )
-from vulnbench.data import DATASETS
-from vulnbench.data.resources import RESOURCES, remote_file, resource_paths
+from vulnbench.sc.data import DATASETS
+from vulnbench.sc.data.resources import RESOURCES, remote_file, resource_paths
 from vulnbench.sc.attacks import ATTACKS
-from vulnbench.img.pipeline import (
+from vulnbench.img.plan import (
     IMAGE_ATTACKS,
-    build_image_jobs,
     image_attack_code,
     image_dataset_code,
     image_model_code,
@@ -28,16 +25,15 @@ from vulnbench.img.pipeline import (
     image_model_settings,
     image_run_settings,
     images_section,
-    reader_study_config,
 )
+from vulnbench.pipeline import plan
+from vulnbench.reader.stages import reader_study_config
 from vulnbench.img.plots import IMAGE_FIGURES
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
 try:
-    validate_config(config, schema=SCHEMA)
-    JOBS = build(config)
-    IMG_JOBS = build_image_jobs(config)
+    JOBS, IMG_JOBS = plan(config, schema=SCHEMA)
 except ConfigError as error:
     sys.exit(f"vulnbench config error: {error}")
 

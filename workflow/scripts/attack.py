@@ -1,6 +1,6 @@
 # Adapter: run one attack parameter cell on every cluster of the test split.
-from vulnbench.logsetup import logged_stage
-from vulnbench.stages import run_attack
+from vulnbench.core.logsetup import logged_stage
+from vulnbench.sc.stages import run_attack
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

@@ -1,6 +1,6 @@
 # Adapter: download one dataset archive (checksum-verified) into resources/.
-from vulnbench.logsetup import logged_stage
-from vulnbench.stages import run_download
+from vulnbench.core.logsetup import logged_stage
+from vulnbench.sc.stages import run_download
 
 with logged_stage(snakemake.log[0]):  # noqa: F821
     run_download(snakemake.wildcards.dataset, snakemake.params.dataset, snakemake.output[0])  # noqa: F821

@@ -1,6 +1,6 @@
 # Adapter: one image attack parameter cell on the test split's correctly classified melanomas.
+from vulnbench.core.logsetup import logged_stage
 from vulnbench.img.stages import run_image_attack
-from vulnbench.logsetup import logged_stage
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

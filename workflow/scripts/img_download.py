@@ -1,6 +1,6 @@
 # Adapter: download one image dataset (e.g. ISIC 2019) into resources/img/<dataset>/.
+from vulnbench.core.logsetup import logged_stage
 from vulnbench.img.stages import run_download_images
-from vulnbench.logsetup import logged_stage
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

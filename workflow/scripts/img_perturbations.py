@@ -1,6 +1,6 @@
 # Adapter: the systematic perturbations (rotations, channel shifts) of one model on the test split.
+from vulnbench.core.logsetup import logged_stage
 from vulnbench.img.stages import run_systematic
-from vulnbench.logsetup import logged_stage
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

@@ -1,6 +1,6 @@
 # Adapter: one figure of the dermoscopy arm from the aggregated tables.
+from vulnbench.core.logsetup import logged_stage
 from vulnbench.img.plots import run_img_plot
-from vulnbench.logsetup import logged_stage
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

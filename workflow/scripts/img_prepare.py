@@ -1,6 +1,6 @@
 # Adapter: load an image dataset, resize it and write the lesion-grouped train/val/test manifest.
+from vulnbench.core.logsetup import logged_stage
 from vulnbench.img.stages import run_prepare_images
-from vulnbench.logsetup import logged_stage
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

@@ -1,6 +1,6 @@
 # Adapter: the dermoscopy arm's long tables (metrics, attacks, perturbations), chosen by the rule's name.
+from vulnbench.core.logsetup import logged_stage
 from vulnbench.img import stages
-from vulnbench.logsetup import logged_stage
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

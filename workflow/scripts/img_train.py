@@ -1,6 +1,6 @@
 # Adapter: train one image model (or open an external one) and score it on the test split.
+from vulnbench.core.logsetup import logged_stage
 from vulnbench.img.stages import run_train_image_model
-from vulnbench.logsetup import logged_stage
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

@@ -1,6 +1,6 @@
 # Adapter: one figure of one attack's table.
-from vulnbench.logsetup import logged_stage
-from vulnbench.stages import run_plot
+from vulnbench.core.logsetup import logged_stage
+from vulnbench.sc.plots import run_plot
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

@@ -1,6 +1,6 @@
 # Adapter: load a dataset, log-normalise, validate and split it into one h5ad.
-from vulnbench.logsetup import logged_stage
-from vulnbench.stages import run_prepare
+from vulnbench.core.logsetup import logged_stage
+from vulnbench.sc.stages import run_prepare
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

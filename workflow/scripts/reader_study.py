@@ -1,6 +1,6 @@
 # Adapter: the reader study's three steps (build the blinded study, simulate readers, analyse), by rule name.
 # The build's output is a pointer file (study.json) naming the study folder beside it; the other steps take it as is.
-from vulnbench.logsetup import logged_stage
+from vulnbench.core.logsetup import logged_stage
 from vulnbench.reader.analysis import analyse_study
 from vulnbench.reader.stages import run_build_reader_study, run_simulate_readers
 

@@ -1,5 +1,5 @@
 # Adapter: every classifier on the same clusters, from the single-gene, max-change and CGD tables.
-from vulnbench.logsetup import logged_stage
+from vulnbench.core.logsetup import logged_stage
 from vulnbench.sc.comparison import run_comparison
 
 sm = snakemake  # noqa: F821

@@ -1,5 +1,5 @@
 # Adapter: how visible are single-gene, max-change and CGD (low / high) attacks on one cluster?
-from vulnbench.logsetup import logged_stage
+from vulnbench.core.logsetup import logged_stage
 from vulnbench.sc.detectability import run_detectability
 
 sm = snakemake  # noqa: F821

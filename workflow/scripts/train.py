@@ -1,6 +1,6 @@
 # Adapter: train one classifier on the train split, write the model and its test-split metrics.
-from vulnbench.logsetup import logged_stage
-from vulnbench.stages import run_train
+from vulnbench.core.logsetup import logged_stage
+from vulnbench.sc.stages import run_train
 
 sm = snakemake  # noqa: F821
 with logged_stage(sm.log[0]):

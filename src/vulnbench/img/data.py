@@ -31,10 +31,13 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.download import download, parse_checksum, verify_file
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.core.io import atomic_path, write_table
+from vulnbench.core.params import check_params
+from vulnbench.core.registry import Registry
 from vulnbench.img.base import CLASSES
-from vulnbench.io import atomic_path, write_table
-from vulnbench.registry import Registry
+from vulnbench.img.synthetic import synthetic_lesions
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +145,6 @@ class ImageDataset:
 
 def get_image_dataset(name: str, **params: Any) -> ImageDataset:
     """The configured dataset; unknown names or parameters fail with one line."""
-    from vulnbench.params import check_params
 
     cls = IMAGE_DATASETS.get(name)
     check_params(f"image dataset {name!r}", params, cls)
@@ -164,7 +166,6 @@ class SyntheticLesions(ImageDataset):
         self.image_size = image_size
 
     def load(self, dest_dir: Path | None = None) -> LesionSet:
-        from vulnbench.img.synthetic import synthetic_lesions
 
         images, labels, lesion_ids = synthetic_lesions(self.n_images, self.image_size, self.seed,
                                                        self.melanoma_fraction, self.difficulty)
@@ -324,7 +325,6 @@ class Isic2019(ImageDataset):
 
     def download(self, dest_dir: Path) -> None:
         """Fetch the three files into `dest_dir`; files already there (placed by hand) are checked, never replaced."""
-        from vulnbench.data.download import download, parse_checksum
 
         if self.root is not None:
             log.info("isic2019: using the files in %s, nothing to download", self.root)
@@ -335,7 +335,6 @@ class Isic2019(ImageDataset):
             download(url, Path(dest_dir) / file_name, checksum=checksum, retries=self.retries, timeout=self.timeout)
 
     def load(self, dest_dir: Path | None = None) -> LesionSet:
-        from vulnbench.data.download import verify_file
 
         folder = Path(self.root) if self.root is not None else dest_dir
         if folder is None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from vulnbench.errors import DataError
+from vulnbench.core.errors import DataError
 from vulnbench.img.base import CLASSES, MELANOMA
 
 #: bootstrap replicates scored per vectorised chunk (bounds memory at chunk × distinct scores)

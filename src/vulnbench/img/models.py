@@ -31,10 +31,11 @@ import torch
 from torch import nn
 from torch.fx.experimental import optimization as fx_optimization
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.core.io import atomic_path
+from vulnbench.core.params import check_params
+from vulnbench.core.registry import Registry
 from vulnbench.img.base import CLASSES, normalize, softmax, to_unit_tensor
-from vulnbench.io import atomic_path
-from vulnbench.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +358,7 @@ class OnnxImageModel:
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if threads.isdigit() and int(threads) > 0:
             # onnxruntime sizes its pool by the machine's cores, not OMP_NUM_THREADS: keep to the job's share
-            # (`vulnbench.stages.use_threads` sets it), or parallel attack jobs oversubscribe the CPU
+            # (`vulnbench.core.jobs.use_threads` sets it), or parallel attack jobs oversubscribe the CPU
             options.intra_op_num_threads = int(threads)
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
@@ -432,7 +433,6 @@ def onnx(path: str, input_layout: str = "NCHW", normalize: bool = True, image_si
 
 def build_image_model(name: str, **params: Any) -> Any:
     """A model by its config name; unknown names or parameters give a one-line ConfigError."""
-    from vulnbench.params import check_params
 
     builder = IMAGE_MODELS.get(name)
     required = [p.name for p in inspect.signature(builder).parameters.values() if p.default is p.empty]
@@ -565,7 +565,6 @@ def train_image_model(name: str, train_images: np.ndarray, train_labels: Sequenc
 
     builder = IMAGE_MODELS.get(name)
     params = dict(model_params or {})
-    from vulnbench.params import check_params
 
     check_params(f"image model {name!r}", params, builder)
     reserved = sorted({"image_size", "weights", "seed", "device"} & set(params))

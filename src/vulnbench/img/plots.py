@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
-from vulnbench.errors import ConfigError
-from vulnbench.io import atomic_path, read_table
+from vulnbench.core.errors import ConfigError
+from vulnbench.core.io import atomic_path, read_table
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,11 @@ def plot_confidence(records: pd.DataFrame, out: str | Path) -> None:
     _save(fig, out)
 
 
-def plot_panels(records: pd.DataFrame, manifests: Mapping[str, str | Path], out: str | Path,
-                attack_root: str | Path = "results/img/attacks") -> None:
+def plot_panels(records: pd.DataFrame, manifests: Mapping[str, str | Path], out: str | Path) -> None:
     """One row per attack: original, adversarial and |difference| (amplified to the full range)."""
     chosen = []
-    ok = records[(records["outcome"] == "success") & records["adversarial_file"].notna()] if (
-        "adversarial_file" in records) else records.iloc[:0]
+    ok = records[(records["outcome"] == "success") & records["adversarial_path"].notna()] if (
+        "adversarial_path" in records) else records.iloc[:0]
     for attack in ATTACK_ORDER:
         sub = ok[ok["attack"] == attack]
         if len(sub):
@@ -121,8 +120,7 @@ def plot_panels(records: pd.DataFrame, manifests: Mapping[str, str | Path], out:
         from PIL import Image
 
         original_path = Path(manifests[record["dataset"]]).parent / "images" / f"{record['image']}.png"
-        adversarial_path = (Path(attack_root) / record["dataset"] / record["model"] / record["attack"] /
-                            record["pid"] / "images" / str(record["adversarial_file"]))
+        adversarial_path = Path(record["adversarial_path"])
         with Image.open(original_path) as a, Image.open(adversarial_path) as b:
             original = np.asarray(a.convert("RGB")).astype(np.int16)
             adversarial = np.asarray(b.convert("RGB")).astype(np.int16)

@@ -6,6 +6,7 @@ The rules in `workflow/rules/img.smk` call these through 5-line adapters, as the
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,8 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vulnbench.errors import DataError
-from vulnbench.io import atomic_path, read_json, read_table, write_json, write_table
+from vulnbench.core.errors import DataError
+from vulnbench.core.io import atomic_path, read_json, read_table, write_json, write_table
+from vulnbench.core.jobs import keep_freed_memory, mode_label, use_threads, versions
+from vulnbench.core.seeding import job_seed
+from vulnbench.img.attacks.de import attack_images
+from vulnbench.img.attacks.fgsm import fgsm
+from vulnbench.img.attacks.systematic import apply_transform, systematic_transforms
+from vulnbench.img.base import MELANOMA, softmax
+from vulnbench.img.data import get_image_dataset, prepare_images, read_manifest
+from vulnbench.img.metrics import classification_metrics, clopper_pearson
+from vulnbench.img.models import TorchImageModel, build_image_model, train_image_model
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +35,6 @@ EXTERNAL_FORMAT = "vulnbench-external-image-model/1"
 
 # -- data ------------------------------------------------------------------------------------------------------------
 def run_download_images(dataset: str, params: Mapping[str, Any], done_flag: str | Path) -> None:
-    from vulnbench.img.data import get_image_dataset
 
     flag = Path(done_flag)
     get_image_dataset(dataset, **params).download(flag.parent)
@@ -35,7 +44,6 @@ def run_download_images(dataset: str, params: Mapping[str, Any], done_flag: str 
 
 def run_prepare_images(dataset: str, params: Mapping[str, Any], prepare: Mapping[str, Any],
                        download_flag: str | None, manifest: str | Path) -> None:
-    from vulnbench.img.data import get_image_dataset, prepare_images
 
     source = get_image_dataset(dataset, **params)
     lesions = source.load(Path(download_flag).parent if download_flag else None)
@@ -44,7 +52,6 @@ def run_prepare_images(dataset: str, params: Mapping[str, Any], prepare: Mapping
 
 
 def read_split(manifest: str | Path, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    from vulnbench.img.data import read_manifest
 
     return read_manifest(Path(manifest).parent, split)
 
@@ -54,7 +61,6 @@ def start_image_job(threads: int | None) -> None:
     """Before any tensor exists: keep to the job's cores (torch would take them all, oversubscribing the scheduler's
     parallel jobs) and let glibc keep freed memory (every batch and DE generation re-allocates the same activations,
     which would otherwise page-fault in again each time)."""
-    from vulnbench.stages import keep_freed_memory, use_threads
 
     use_threads(threads)
     keep_freed_memory()
@@ -62,7 +68,6 @@ def start_image_job(threads: int | None) -> None:
 
 def load_image_model(path: str | Path, device: str = "cpu") -> Any:
     """A trained torch model, or the external black box an `onnx` entry points at (a small JSON file)."""
-    from vulnbench.img.models import TorchImageModel, build_image_model
 
     path = Path(path)
     try:
@@ -81,8 +86,6 @@ def load_image_model(path: str | Path, device: str = "cpu") -> Any:
 def run_train_image_model(manifest: str | Path, model_name: str, settings: Mapping[str, Any], out_model: str | Path,
                           out_metrics: str | Path, out_predictions: str | Path, threads: int | None = None) -> None:
     """Train (or, for an external model, open) one model; score the test split (Supplementary Table 1)."""
-    from vulnbench.img.metrics import classification_metrics
-    from vulnbench.img.models import build_image_model, train_image_model
 
     start_image_job(threads)
     started = time.perf_counter()
@@ -141,12 +144,6 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
 
     The attack's randomness is seeded from the config's seed and the job's `identity` (dataset, model, pid), so
     two attacks or two grid cells never share a random stream and a rerun repeats every number."""
-    from vulnbench.img.attacks.de import attack_images
-    from vulnbench.img.attacks.fgsm import fgsm
-    from vulnbench.img.base import softmax
-    from vulnbench.img.metrics import clopper_pearson
-    from vulnbench.seeding import job_seed
-    from vulnbench.stages import versions
 
     start_image_job(threads)
     started = time.perf_counter()
@@ -184,7 +181,7 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
                "mean_forward": float(np.mean([r["n_forward"] for r in attacked])) if attacked else 0.0,
                "runtime_s": time.perf_counter() - started}
     job = {"arm": "img", **dict(identity or {}), "attack": attack, "params": _plain(dict(params)), "seed": seed,
-           "versions": versions()}
+           "versions": versions(), "images_dir": os.path.relpath(out_dir, Path(out_result).parent)}
     write_json(out_result, {"job": job, "summary": _plain(summary), "records": _plain(records)})
 
     log.info("%s: %d of %d attacked melanomas flipped (%d still fooled after saving)", attack, n_success,
@@ -194,7 +191,6 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
 def _fgsm_records(model: Any, images: np.ndarray, params: Mapping[str, Any],
                   fgsm: Any) -> tuple[list[dict[str, Any]], list[np.ndarray | None]]:
     """FGSM on the correctly classified melanomas only (as the DE attacks), records in the same shape."""
-    from vulnbench.img.base import MELANOMA, softmax
 
     eps = float(params.get("eps_levels", 8)) / 255.0
     space = str(params.get("space", "normalized"))
@@ -245,8 +241,6 @@ def run_systematic(manifest: str | Path, model_path: str | Path, model_name: str
                    out_table: str | Path, threads: int | None = None) -> None:
     """Every test image under each deterministic transform: correct, false negatives, false positives, accuracy,
     AUC (Supplementary Figure 1's table), one batched model call per transform."""
-    from vulnbench.img.attacks.systematic import apply_transform, systematic_transforms
-    from vulnbench.img.metrics import classification_metrics
 
     start_image_job(threads)
     model = load_image_model(model_path, settings["device"])
@@ -282,7 +276,6 @@ def img_attack_tables(result_files: Sequence[str | Path]) -> tuple[pd.DataFrame,
     """Supplementary Table 2: successful attacks per attack × model (one row per job), plus every image's record.
 
     Built from each result's `job` (its identity, grid cell and parameters), never from its path."""
-    from vulnbench.stages import mode_label
 
     rows, records = [], []
     for path in result_files:
@@ -293,8 +286,11 @@ def img_attack_tables(result_files: Sequence[str | Path]) -> tuple[pd.DataFrame,
         identity = {key: job[key] for key in ("dataset", "model", "attack", "pid")}
         rows.append({**identity, "mode": mode_label(job.get("grid") or {}), **entry["summary"], "status": "ok",
                      "reason": ""})
+        images_dir = Path(path).parent / job.get("images_dir", "images")
         records.extend({**identity, **r,
-                        "params": None if r.get("params") is None else ",".join(f"{v:g}" for v in r["params"])}
+                        "params": None if r.get("params") is None else ",".join(f"{v:g}" for v in r["params"]),
+                        **({"adversarial_path": (images_dir / r["adversarial_file"]).as_posix()}
+                           if r.get("adversarial_file") else {})}
                        for r in entry["records"])
     return pd.DataFrame(rows), pd.DataFrame(records)
 
@@ -303,25 +299,6 @@ def run_img_attack_table(result_files: Sequence[str | Path], out_table: str | Pa
     table, records = img_attack_tables(result_files)
     write_table(out_table, table)
     write_table(out_records, records)
-
-
-def write_failed_img_attack_table(jobs: pd.DataFrame, result: str, log_file: str, inputs: Sequence[str],
-                                  table: str, records: str) -> list[Path]:
-    """After a failed run: the attack table from the results that exist plus one status row per missing job
-    (and the records of the existing results), as `vulnbench.stages.write_failed_attack_tables` for the sc arm."""
-    from vulnbench.stages import any_job_ran, planned_results, write_placeholder_table
-
-    wildcards = {"img_dataset": "dataset", "img_model": "model", "img_attack": "attack", "pid": "pid"}
-    present, missing = planned_results(jobs, wildcards, result, log_file, inputs)
-    if not missing or not any_job_ran(present, missing):
-        return []
-    done, done_records = img_attack_tables(present)
-    failed = pd.DataFrame([{key: job[key] for key in ("dataset", "model", "attack", "pid", "status", "reason")}
-                           for job in missing])
-    frame = pd.concat([f for f in (done, failed) if not f.empty], ignore_index=True)
-    write_placeholder_table(table, frame)
-    write_placeholder_table(records, done_records)
-    return [Path(table)]
 
 
 def run_img_perturbation_table(tables: Sequence[str | Path], out_table: str | Path) -> None:

@@ -23,7 +23,7 @@ from statistics import NormalDist
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 
 #: label strings as the classifiers expect them (vulnbench.img.base.CLASSES)
 MELANOMA_LABEL, NEVUS_LABEL = "melanoma", "nevus"

@@ -24,8 +24,8 @@ import pandas as pd
 from scipy.special import expit, logit
 from scipy.stats import norm, rankdata
 
-from vulnbench.errors import ConfigError, DataError
-from vulnbench.io import atomic_path
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.core.io import atomic_path, write_json, write_table
 from vulnbench.reader.answers import (
     ANSWER_COLUMNS,
     SIMULATED_MARKER,
@@ -396,7 +396,6 @@ def analyse_study(study_dir: str | Path, answers_dir: str | Path, out_auc: str |
                   n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, EffectTest]:
     """Everything the study's analysis writes: per-reader AUCs with CIs, the logistic effect test (plain and
     clustered by image), the AUC figure and optionally the joined answers."""
-    from vulnbench.io import write_json, write_table
 
     frame = read_answers(study_dir, answers_dir)
     table = reader_auc(frame, n_boot=n_boot, seed=seed)

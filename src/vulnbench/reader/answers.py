@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from vulnbench.errors import ConfigError, VulnbenchError
+from vulnbench.core.errors import ConfigError, VulnbenchError
 from vulnbench.reader.answers import ANSWER_VALUES, AnswerLog
 from vulnbench.reader.study import Study, check_reader_name, load_study
 

@@ -9,7 +9,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vulnbench.errors import ConfigError, DataError, VulnbenchError
+from vulnbench.core.errors import ConfigError, DataError, VulnbenchError
+from vulnbench.reader.analysis import analyse_study, simulate_readers
+from vulnbench.reader.app import run
+from vulnbench.reader.study import build_study
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,6 @@ def _read_image_list(path: Path) -> list[tuple[str, str]]:
 
 
 def _build(args: argparse.Namespace) -> None:
-    from vulnbench.reader.study import build_study
 
     adversarial = {}
     for item in args.adversarial:
@@ -97,21 +99,18 @@ def _build(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from vulnbench.reader.app import run
 
     run(args.study, args.reader, host=args.host, port=args.port, answers_dir=args.answers,
         allowed_hosts=args.allowed_host, request_timeout=args.request_timeout)
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    from vulnbench.reader.analysis import simulate_readers
 
     simulate_readers(args.study, args.answers, n_readers=args.readers, seed=args.seed, sensitivity=args.sensitivity,
                      specificity=args.specificity, adversarial_effect=args.adversarial_effect)
 
 
 def _analyse(args: argparse.Namespace) -> None:
-    from vulnbench.reader.analysis import analyse_study
 
     out = args.out
     table, test = analyse_study(args.study, args.answers, out / "reader_auc.tsv", out / "effect_test.tsv",

@@ -9,7 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.img.plan import image_entries, images_section
+from vulnbench.reader.analysis import simulate_readers
+from vulnbench.reader.study import build_versioned_study
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +39,20 @@ def reader_study_settings(section: Mapping[str, Any], models: list[str]) -> dict
     return settings
 
 
+def reader_study_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The reader study's settings plus the dataset it draws from (the first image dataset)."""
+    section = images_section(config)
+    settings = reader_study_settings(section, list(image_entries(section, "models")))
+    return {**settings, "dataset": next(iter(image_entries(section, "datasets"))), "seed": int(config.get("seed", 0))}
+
+
 def run_build_reader_study(records: str | Path, manifest: str | Path, dataset: str, settings: Mapping[str, Any],
-                           seed: int, pointer: str | Path, attack_root: str | Path = "results/img/attacks") -> Path:
+                           seed: int, pointer: str | Path) -> Path:
     """Clean test images (both classes) and the chosen model's successful adversarial images, blinded.
 
     The study goes beside `pointer` (results/reader_study/study.json → study/, or study_v2/, … when the previous
     study holds readers' answers and changed; see `build_versioned_study`); returns the study folder.
     """
-    from vulnbench.reader.study import build_versioned_study
 
     frame = pd.read_csv(manifest, sep="\t")
     test = frame[frame["split"] == "test"]
@@ -53,8 +62,7 @@ def run_build_reader_study(records: str | Path, manifest: str | Path, dataset: s
     adversarial: dict[str, list[tuple[Path, str]]] = {}
     for attack in settings["attacks"]:
         rows = chosen[chosen["attack"] == attack]
-        adversarial[attack] = [(Path(attack_root) / dataset / settings["model"] / attack / str(pid) / "images" / name,
-                                "melanoma") for pid, name in zip(rows["pid"], rows["adversarial_file"], strict=True)]
+        adversarial[attack] = [(Path(path), "melanoma") for path in rows["adversarial_path"]]
         if not adversarial[attack]:
             log.warning("reader study: no successful %s attack on %s to show", attack, settings["model"])
     adversarial = {a: items for a, items in adversarial.items() if items}
@@ -66,23 +74,22 @@ def run_build_reader_study(records: str | Path, manifest: str | Path, dataset: s
 
 
 def _successful_attacks(records: str | Path, dataset: str, model: str) -> pd.DataFrame:
-    """Rows of saved successful attacks; a table without any (no adversarial_file column at all) gives none."""
+    """Rows of saved successful attacks; a table without any (no adversarial_path column at all) gives none."""
     try:
         table = pd.read_csv(records, sep="\t")
     except pd.errors.EmptyDataError:
         table = pd.DataFrame()
-    needed = ["dataset", "model", "attack", "pid", "outcome", "adversarial_file"]
-    if table.empty or "adversarial_file" not in table.columns:
+    needed = ["dataset", "model", "attack", "pid", "outcome", "adversarial_path"]
+    if table.empty or "adversarial_path" not in table.columns:
         return pd.DataFrame(columns=needed)
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise DataError(f"attack records {records} lack columns {', '.join(missing)}")
     return table[(table["dataset"] == dataset) & (table["model"] == model) & (table["outcome"] == "success")
-                 & table["adversarial_file"].notna()]
+                 & table["adversarial_path"].notna()]
 
 
 def run_simulate_readers(study: str | Path, settings: Mapping[str, Any], seed: int, answers_dir: str | Path) -> None:
-    from vulnbench.reader.analysis import simulate_readers
 
     simulate_readers(study, answers_dir, n_readers=int(settings["n_readers"]), seed=seed,
                      sensitivity=float(settings["sensitivity"]), specificity=float(settings["specificity"]),

@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.core.io import atomic_path
 from vulnbench.img.base import CLASSES
-from vulnbench.io import atomic_path
 
 log = logging.getLogger(__name__)
 

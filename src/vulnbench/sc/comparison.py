@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import SymLogNorm
 
-from vulnbench.io import atomic_path, read_table, write_table
+from vulnbench.core.io import atomic_path, read_table, write_table
 
 #: CGD intensities the poster compares
 CGD_LOW, CGD_HIGH = 0.3, 1.5

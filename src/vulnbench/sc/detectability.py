@@ -29,13 +29,15 @@ import scipy.sparse as sp
 from matplotlib.lines import Line2D
 from sklearn.decomposition import PCA
 
-from vulnbench.errors import ConfigError, DataError
-from vulnbench.io import atomic_path, write_table
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.core.io import atomic_path, write_table
+from vulnbench.core.jobs import use_threads
 from vulnbench.sc.attacks._cgd import cgd
 from vulnbench.sc.attacks._max_change import max_change
 from vulnbench.sc.attacks._signature import ranked_genes
 from vulnbench.sc.attacks._single_gene import single_gene
-from vulnbench.sc.classifiers.base import plurality
+from vulnbench.sc.classifiers.base import PerCellClassifier, plurality
+from vulnbench.sc.data.prepare import check_clusters, read_prepared
 from vulnbench.sc.expression import as_expression, as_labels, target_mask
 from vulnbench.sc.modifications import GeneStats, Modification, modify
 from vulnbench.sc.oracle import make_oracle
@@ -456,8 +458,6 @@ def run_detectability(prepared_h5ad: str | Path, model_pkl: str | Path, target: 
     synchronisation then costs more than it saves (pbmc68k_reduced, scMLP, 2 busy cores: 28 s with 2 threads,
     2 s with 1). `threads` caps numba's threads (UMAP) instead.
     """
-    from vulnbench.sc.classifiers.base import PerCellClassifier
-    from vulnbench.stages import check_clusters, read_prepared, use_threads
 
     use_threads(1)
     if threads:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from vulnbench.errors import DataError
+from vulnbench.core.errors import DataError
 
 ExpressionInput = ad.AnnData | pd.DataFrame | np.ndarray | sp.spmatrix | sp.sparray
 

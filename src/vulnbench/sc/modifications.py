@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 from vulnbench.sc.expression import Expression, ExpressionInput, as_expression, as_labels, target_mask
 
 #: built-in modes; "decile+X" / "decile-X" take any positive X (e.g. "decile+5")

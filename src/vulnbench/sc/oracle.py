@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from vulnbench.errors import DataError
+from vulnbench.core.errors import DataError
 from vulnbench.sc.classifiers.base import PerCellClassifier, plurality
 from vulnbench.sc.expression import Expression
 from vulnbench.sc.modifications import GeneStats, Modification

@@ -26,10 +26,11 @@ import numpy as np
 from scipy.optimize import differential_evolution
 from scipy.special import expit
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.core.registry import Registry
 from vulnbench.img.attacks import render
 from vulnbench.img.base import MELANOMA, ImageModel
-from vulnbench.registry import Registry
+from vulnbench.img.metrics import melanoma_indicator
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,6 @@ def attack_images(model: ImageModel, images: np.ndarray, labels: Sequence[Any], 
     `options` are `de_attack`'s keyword arguments. A record's n_forward is its own attack's count; the single batched
     clean scoring of all images that decides the skips is not in it.
     """
-    from vulnbench.img.metrics import melanoma_indicator
 
     array = np.asarray(images)
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:

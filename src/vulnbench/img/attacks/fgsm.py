@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.img.base import DifferentiableImageModel, denormalize, normalize, softmax, to_unit_tensor
 
 SPACES = ("normalized", "pixel")

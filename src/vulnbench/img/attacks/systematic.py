@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.img.attacks.render import gather, rotation_source_index
 
 CHANNELS = ("R", "G", "B")

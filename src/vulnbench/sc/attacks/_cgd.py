@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.sc.attacks._signature import GeneOrder, ranked_genes
+from vulnbench.sc.classifiers.base import plurality
 from vulnbench.sc.expression import Expression, ExpressionInput, as_expression, as_labels, target_mask
 from vulnbench.sc.modifications import GeneStats, copy_with_block, replace_block
 from vulnbench.sc.oracle import _wrap_like, as_per_cell, parse_prediction
@@ -94,7 +95,6 @@ class _PerCellScorer(_Scorer):
         return out
 
     def score(self) -> Scores:
-        from vulnbench.sc.classifiers.base import plurality
 
         self.n_calls += 1
         probs = self.model._predict_proba(self.aligned)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 from vulnbench.sc.attacks._single_gene import candidate_genes, interleaved_halves
 from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels, target_mask
 from vulnbench.sc.modifications import GeneStats, Modification

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 from vulnbench.sc.attacks._signature import GeneOrder, ranked_genes
 from vulnbench.sc.attacks._single_gene import CHANGE_TYPES, ChangeType, candidate_genes
 from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels, target_mask

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
 from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels
 from vulnbench.sc.modifications import GeneStats
 

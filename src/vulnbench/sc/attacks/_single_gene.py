@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels, target_mask
 from vulnbench.sc.modifications import GeneStats, Modification
 from vulnbench.sc.oracle import ClusterOracle, Prediction, make_oracle

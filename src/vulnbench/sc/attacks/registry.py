@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vulnbench.errors import ConfigError
-from vulnbench.params import Parameter, declared_parameters
-from vulnbench.registry import Registry
+from vulnbench.core.errors import ConfigError
+from vulnbench.core.params import Parameter, declared_parameters
+from vulnbench.core.registry import Registry
 from vulnbench.sc.attacks._cgd import CGDResult, cgd_attack
 from vulnbench.sc.attacks._max_change import MaxChangeResult, max_change
 from vulnbench.sc.attacks._min_change import grid_attack, random_walk_attack
@@ -33,12 +33,22 @@ MAX_LISTED_GENES = 500
 
 
 @dataclass(frozen=True)
+class Figure:
+    """A figure of an attack's table, as data: the `vulnbench.sc.plots` function that draws it and its arguments.
+
+    Held by name so that attack jobs, which load this registry but never draw, do not import matplotlib."""
+
+    function: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AttackSpec:
     name: str
     function: Callable[..., Any]
     summarise: Callable[[Any], dict[str, Any]]
-    #: figure name → plotting function (table, output path); files are results/figures/{attack}_{name}.png
-    figures: dict[str, Callable[[pd.DataFrame, str], None]] = field(default_factory=dict)
+    #: figure name → what `vulnbench.sc.plots` draws from the attack's table (results/figures/{attack}_{name}.png)
+    figures: dict[str, Figure] = field(default_factory=dict)
 
     #: parameter name → a check of a config value beyond its type (raises ConfigError / ValueError)
     checks: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
@@ -136,50 +146,32 @@ def summarise_cgd(result: CGDResult) -> dict[str, Any]:
     }
 
 
-def _plot(name: str) -> Callable[[pd.DataFrame, str], None]:
-    """`vulnbench.plots.<name>(table, output)`, importing matplotlib only when a figure is drawn: attack jobs load
-    this registry but never draw, and the import would add a second to each of them."""
-
-    def draw(table: pd.DataFrame, output: str) -> None:
-        from vulnbench import plots
-
-        getattr(plots, name)(table, output)
-
-    return draw
+def _heatmap(value: str, title: str, xlabel: str = "modification mode") -> Figure:
+    return Figure("count_heatmap", {"value": value, "title": title, "xlabel": xlabel})
 
 
-def _figures() -> dict[str, dict[str, Callable[[pd.DataFrame, str], None]]]:
-    def heatmap(value: str, title: str, xlabel: str = "modification mode") -> Callable[[pd.DataFrame, str], None]:
-        def draw(table: pd.DataFrame, output: str) -> None:
-            from vulnbench import plots
-
-            plots.count_heatmap(table, value, output, title, xlabel)
-
-        return draw
-
-    return {
-        "single_gene": {"heatmap": heatmap("n_genes_flipping",
-                                           "Single-gene attack: genes that flip the cluster's label on their own")},
-        "max_change": {"signature": heatmap("signature_size", "Max-change signature: genes that cannot all be "
-                                                              "modified with the rest without a flip")},
-        "overview_single_gene": {"heatmap": heatmap("n_genes_flipping", "Single-gene overview (coarse groups of "
-                                                                        "up to max_split_size genes)")},
-        "overview_max_change": {"heatmap": heatmap("n_genes", "Max-change overview: genes modifiable together "
-                                                              "without a flip")},
-        "cgd": {"genes_needed": _plot("cgd_genes_needed"), "trajectory": _plot("cgd_trajectory")},
-        "grid_min_change": {"heatmap": heatmap("min_genes", "Grid search: fewest modified signature genes that "
-                                                            "flip the cluster (– : none)", "attack parameters")},
-        "random_walk_min_change": {"heatmap": heatmap("min_genes", "Random walk: fewest modified signature genes "
-                                                                   "found that flip the cluster (– : none)",
-                                                    "attack parameters")},
-    }
+FIGURES: dict[str, dict[str, Figure]] = {
+    "single_gene": {"heatmap": _heatmap("n_genes_flipping",
+                                        "Single-gene attack: genes that flip the cluster's label on their own")},
+    "max_change": {"signature": _heatmap("signature_size", "Max-change signature: genes that cannot all be "
+                                                           "modified with the rest without a flip")},
+    "overview_single_gene": {"heatmap": _heatmap("n_genes_flipping", "Single-gene overview (coarse groups of "
+                                                                     "up to max_split_size genes)")},
+    "overview_max_change": {"heatmap": _heatmap("n_genes", "Max-change overview: genes modifiable together "
+                                                           "without a flip")},
+    "cgd": {"genes_needed": Figure("cgd_genes_needed"), "trajectory": Figure("cgd_trajectory")},
+    "grid_min_change": {"heatmap": _heatmap("min_genes", "Grid search: fewest modified signature genes that "
+                                                         "flip the cluster (– : none)", "attack parameters")},
+    "random_walk_min_change": {"heatmap": _heatmap("min_genes", "Random walk: fewest modified signature genes "
+                                                                "found that flip the cluster (– : none)",
+                                                   "attack parameters")},
+}
 
 
 ATTACKS: Registry[AttackSpec] = Registry("attack")
 
 
 def _register() -> None:
-    figures = _figures()
     entries = [
         ("single_gene", single_gene, summarise_single_gene),
         ("max_change", max_change, summarise_max_change),
@@ -190,7 +182,7 @@ def _register() -> None:
         ("random_walk_min_change", random_walk_attack, summarise_min_change),
     ]
     for name, function, summarise in entries:
-        ATTACKS.register(name)(AttackSpec(name, function, summarise, figures[name], MODIFICATION_CHECKS))
+        ATTACKS.register(name)(AttackSpec(name, function, summarise, FIGURES[name], MODIFICATION_CHECKS))
 
 
 _register()

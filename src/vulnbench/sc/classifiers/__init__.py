@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vulnbench.registry import Registry
+from vulnbench.core.params import check_params
+from vulnbench.core.registry import Registry
 from vulnbench.sc.classifiers._chetah import Chetah
 from vulnbench.sc.classifiers._scannotatr import ScAnnotatR
 from vulnbench.sc.classifiers._scmlp import ScMLP
@@ -24,7 +25,6 @@ CLASSIFIERS.register("singler")(SingleR)
 
 def get(name: str, **params: Any) -> PerCellClassifier:
     """A new, unfitted classifier; unknown names or parameters give a one-line error."""
-    from vulnbench.params import check_params
 
     cls = CLASSIFIERS.get(name)
     check_params(f"classifier {name!r}", params, cls)

@@ -23,7 +23,7 @@ Scores: CHETAH has no per-type probability. `predict_proba` normalises a per-typ
 `thresh` is only used at prediction time (changing it after `fit` is CHETAH's `Classify`; see also `rethreshold`).
 
 `backend="r"` runs the Bioconductor package (`CHETAH::CHETAHclassifier` with the training cells as `ref_cells`) through
-`vulnbench.rbridge`; labels are R's, and the per-node tables R stores feed the same score and detail code. The native
+`vulnbench.sc.rbridge`; labels are R's, and the per-node tables R stores feed the same score and detail code. The native
 tree is still fitted, and R's node tables are matched to it by leaf names (a mismatch is an error, not a silent
 remapping).
 
@@ -44,7 +44,8 @@ from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 from scipy.stats import rankdata
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.sc import rbridge
 from vulnbench.sc.classifiers._rbackend import RBackendMixin
 from vulnbench.sc.classifiers.base import PerCellClassifier
 from vulnbench.sc.expression import ExpressionInput, as_expression
@@ -210,7 +211,6 @@ class Chetah(RBackendMixin, PerCellClassifier):
 
     def _run_r(self, matrix: np.ndarray) -> tuple[np.ndarray, list[Scores]]:
         """One `CHETAHclassifier` call: R's labels and its per-node tables in the native node / leaf order."""
-        from vulnbench import rbridge
 
         self._check_backend()
         genes = [str(g) for g in self.genes_]

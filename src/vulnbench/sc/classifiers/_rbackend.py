@@ -1,7 +1,7 @@
 """The `backend` option shared by classifiers that can run their R package instead of the native port.
 
 `backend="native"` (default) is the NumPy/scikit-learn implementation; `backend="r"` calls the R package through
-`vulnbench.rbridge`. Choosing `r` when R or the package is missing stops at once with a one-line error that says how
+`vulnbench.sc.rbridge`. Choosing `r` when R or the package is missing stops at once with a one-line error that says how
 to install it (Debian package or BiocManager), before anything is trained.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
+from vulnbench.sc import rbridge
 
 BACKENDS = ("native", "r")
 
@@ -30,6 +31,5 @@ class RBackendMixin:
         if self.backend not in BACKENDS:
             raise ConfigError(f"{self.name}: unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
         if self.backend == "r":
-            from vulnbench import rbridge
 
             rbridge.require_r_packages(*self.required_r_packages())

@@ -27,7 +27,8 @@ from scipy.special import expit
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.sc import rbridge
 from vulnbench.sc.classifiers._rbackend import RBackendMixin
 from vulnbench.sc.classifiers.base import PerCellClassifier, Perturbation, plurality
 from vulnbench.sc.expression import Expression, ExpressionInput, as_expression, as_labels
@@ -163,7 +164,6 @@ class ScAnnotatR(RBackendMixin, PerCellClassifier):
         """`scAnnotatR::train_classifier` per type (parents first, each given its parent model), R seeded."""
         import rpy2.rinterface as ri
 
-        from vulnbench import rbridge
 
         tags = {f"tag{k}": np.where(np.isin(y, subtree[self.classes_[k]]), self.classes_[k], "other")
                 for k in self.order_}
@@ -183,7 +183,6 @@ class ScAnnotatR(RBackendMixin, PerCellClassifier):
 
     def _evaluate_r(self, markers: np.ndarray) -> np.ndarray:
         """`classify_cells` on the marker genes of these cells: P(yes) per model (NaN where not evaluated)."""
-        from vulnbench import rbridge
 
         sce = rbridge.to_sce(np.asarray(markers, dtype=np.float64), [str(g) for g in self.marker_genes_],
                              [f"cell{i}" for i in range(len(markers))], assay="logcounts")

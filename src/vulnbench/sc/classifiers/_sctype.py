@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from vulnbench.errors import ConfigError, DataError
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.sc import rbridge
 from vulnbench.sc.classifiers._rbackend import RBackendMixin
 from vulnbench.sc.classifiers.base import PerCellClassifier, Perturbation
 from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels
@@ -372,7 +373,6 @@ class ScType(RBackendMixin, PerCellClassifier):
         self._check_backend()
         if self.backend == "r":
             self.r_source_ = str(_sctype_r_file(self.r_source))
-            from vulnbench import rbridge
 
             rbridge.source_file(self.r_source_, "sctype_score")  # fail now, not at the first prediction
         expr = as_expression(X)
@@ -410,7 +410,6 @@ class ScType(RBackendMixin, PerCellClassifier):
 
     def _r_scores(self, used: np.ndarray) -> np.ndarray:
         """scType's `sctype_score(M, scaled, gs, gs2)` on the used marker genes (the rest cannot change a score)."""
-        from vulnbench import rbridge
 
         function = rbridge.source_file(self.r_source_, "sctype_score")
         genes = [str(g) for g in self.genes_[self.plan_.columns]]

@@ -8,7 +8,7 @@ Written from `specs/sc-classifiers.md` §4 (no upstream code). Two backends give
   correlation of the cell with every reference cell of a label on F (scaled ranks, ρ = 1 − 2‖a − b‖²), the
   label's score is the `quantile` (type 7) of those correlations; fine-tuning then re-scores only the labels
   within `tune_thresh` of the best, on the markers between them, until the kept set stops shrinking.
-* ``backend="r"``: R's `SingleR::SingleR(test, ref, labels, ...)` through `vulnbench.rbridge`, on the same
+* ``backend="r"``: R's `SingleR::SingleR(test, ref, labels, ...)` through `vulnbench.sc.rbridge`, on the same
   reference (the training cells) and test cells, both handed over as genes × cells log-expression matrices;
   R objects are rebuilt on every call, so the fitted model pickles. Needs R with SingleR
   (`apt-get install r-bioc-singler`; scran too for `de_method` "wilcox" / "t").
@@ -38,10 +38,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
+from vulnbench.sc import rbridge
 from vulnbench.sc.classifiers._rbackend import RBackendMixin
 from vulnbench.sc.classifiers.base import PerCellClassifier, Perturbation
-from vulnbench.sc.expression import ExpressionInput
+from vulnbench.sc.expression import ExpressionInput, as_expression
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,6 @@ class SingleR(RBackendMixin, PerCellClassifier):
     def annotate(self, X: ExpressionInput) -> pd.DataFrame:
         """SingleR's full result per cell: `labels`, `pruned_labels` ("NA" when pruned), `delta_next`, and
         `scores.<label>` columns (initial scores). Pruning looks at all cells of X together, as in R."""
-        from vulnbench.sc.expression import as_expression
 
         cells = as_expression(X).cells
         matrix = self.align(X)
@@ -264,7 +264,6 @@ class SingleR(RBackendMixin, PerCellClassifier):
     # -- R backend ----------------------------------------------------------------------------------
     def _r_reference(self) -> Any:
         """The reference as an R matrix, built once per model object (not pickled: R objects live in this process)."""
-        from vulnbench import rbridge
 
         cached = self.__dict__.get("_r_reference_cache")
         if cached is None:
@@ -278,7 +277,6 @@ class SingleR(RBackendMixin, PerCellClassifier):
 
     def _run_r(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         """One `SingleR::SingleR` call on the stored reference and these cells; numpy results only."""
-        from vulnbench import rbridge
 
         self._check_backend()
         genes = [str(g) for g in self.genes_]

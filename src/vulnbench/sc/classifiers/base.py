@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from vulnbench.errors import DataError
-from vulnbench.io import atomic_path
+from vulnbench.core.errors import DataError
+from vulnbench.core.io import atomic_path
 from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -10,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.model_selection import train_test_split
 
-from vulnbench.errors import DataError
+from vulnbench.core.errors import DataError
 from vulnbench.sc.expression import as_expression, negative_values
 
 log = logging.getLogger(__name__)
@@ -87,3 +91,50 @@ def prepare(adata: ad.AnnData, *, test_size: float = 0.5, seed: int = 0, min_cel
     log.info("prepared %d cells × %d genes, %d types; train %d / test %d", adata.n_obs, adata.n_vars,
              len(np.unique(labels)), len(train), adata.n_obs - len(train))
     return adata
+
+
+def read_prepared(path: str | Path, split: str | None = None) -> ad.AnnData:
+    try:
+        adata = ad.read_h5ad(path)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"cannot read prepared dataset {path}: {type(exc).__name__}") from None
+    for column in ("label", "split"):
+        if column not in adata.obs:
+            raise DataError(f"{path} has no obs column {column!r}: not a prepared dataset")
+    if split is not None:
+        adata = adata[adata.obs["split"] == split].copy()
+    return adata
+
+
+def check_clusters(requested: str | Sequence[str] | None, labels: np.ndarray, where: str) -> list[str]:
+    """The clusters to attack: all labels, or the requested names, each of which must be a label of the data."""
+    present = sorted(set(labels))
+    if requested in ("all", None):
+        return present
+    names = [requested] if isinstance(requested, str) else [str(c) for c in requested]
+    unknown = [name for name in names if name not in present]
+    if unknown:
+        raise DataError(f"{where}: unknown cluster {unknown[0]!r} (clusters of the held-out cells: "
+                        f"{', '.join(present)})")
+    return names
+
+
+#: attack parameters that name genes / clusters of the data
+GENE_PARAMETERS, CLUSTER_PARAMETERS = ("genes", "exclude_genes"), ("new_target", "exclude_new_targets")
+
+
+def check_data_names(params: Mapping[str, Any], labels: np.ndarray, gene_names: Sequence[str], where: str) -> None:
+    """Gene and cluster names in an attack's parameters exist in the data, before the first cluster is attacked
+    (a misspelt gene would otherwise fail every cluster alone, or a misspelt excluded gene be silently kept)."""
+
+    known = set(map(str, gene_names))
+    for key in GENE_PARAMETERS:
+        unknown = [str(g) for g in params.get(key) or () if str(g) not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
+            hint = f"; close: {', '.join(close)}" if close else ""
+            raise DataError(f"{where}: {key}: gene {unknown[0]!r} is not in the data ({len(known)} genes){hint}")
+    for key in CLUSTER_PARAMETERS:
+        value = params.get(key)
+        if value:
+            check_clusters([value] if isinstance(value, str) else list(value), labels, f"{where}: {key}")

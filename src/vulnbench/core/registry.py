@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -7,20 +7,19 @@ the frame into targets.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from vulnbench.errors import ConfigError
-from vulnbench.params import (
-    Parameter,
+from vulnbench.core.codehash import code_hash
+from vulnbench.core.errors import ConfigError
+from vulnbench.core.grid import check_grid, grid_cells
+from vulnbench.core.params import (
     check_budgets,
     check_name,
     check_params,
@@ -28,6 +27,11 @@ from vulnbench.params import (
     declared_parameters,
     signature_defaults,
 )
+from vulnbench.sc.attacks import ATTACKS
+from vulnbench.sc.classifiers import CLASSIFIERS
+from vulnbench.sc.data import DATASETS
+from vulnbench.sc.data.resources import remote_file
+from vulnbench.sc.detectability import detectability_parameters
 
 #: dataset keys that configure the split, not the loader
 SPLIT_KEYS = {"test_size": 0.5, "min_cells_per_type": 5, "drop_labels": []}
@@ -35,34 +39,6 @@ SPLIT_KEYS = {"test_size": 0.5, "min_cells_per_type": 5, "drop_labels": []}
 CLASSIFIER_KEYS = ("label_map",)
 #: attack keys besides the parameter grid
 ATTACK_KEYS = ("grid", "params", "clusters", "classifiers")
-PID_MAX = 80
-
-def format_value(value: Any) -> str:
-    """Canonical text of a parameter value, shared by ids, paths and tables."""
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, float | np.floating):
-        return np.format_float_positional(float(value), trim="-")
-    if isinstance(value, list | tuple):
-        return "+".join(format_value(v) for v in value)
-    return str(value).replace("/", "-").replace(" ", "-")
-
-
-def make_pid(grid_values: Mapping[str, Any]) -> str:
-    """Readable, stable id of one grid cell (`method~perc99_search~dichotomic`), hashed when long."""
-    if not grid_values:
-        return "default"
-    pid = "_".join(f"{k}~{format_value(v)}" for k, v in sorted(grid_values.items()))
-    if len(pid) > PID_MAX:
-        pid = hashlib.sha256(pid.encode()).hexdigest()[:8]
-    return pid
-
-
-def tied_keys(key: str) -> list[str]:
-    """Grid keys joined by commas vary together: `"alpha,epsilon": [[0.5, 0.5], [1, 1]]`."""
-    return [k.strip() for k in str(key).split(",")]
-
-
 def _section(config: Mapping[str, Any], key: str) -> dict[str, Any]:
     section = config.get(key)
     if not isinstance(section, Mapping) or not section:
@@ -72,10 +48,6 @@ def _section(config: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 def validate_config(config: Mapping[str, Any], schema: str | Path | None = None) -> None:
     """Shape (JSON schema) then names (registries): the first problem as a one-line ConfigError."""
-    from vulnbench.data import DATASETS
-    from vulnbench.data.resources import remote_file
-    from vulnbench.sc.attacks import ATTACKS
-    from vulnbench.sc.classifiers import CLASSIFIERS
 
     if schema is not None:
         _validate_schema(config, schema)
@@ -105,7 +77,6 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
         if detect.get("dataset") not in config["datasets"] or detect.get("classifier") not in config["classifiers"]:
             raise ConfigError(f"detectability: dataset {detect.get('dataset')!r} and classifier "
                               f"{detect.get('classifier')!r} must be configured under 'datasets' and 'classifiers'")
-        from vulnbench.sc.detectability import detectability_parameters
 
         check_params("detectability params", detect.get("params") or {}, extra=detectability_parameters())
         check_budgets("detectability params", detect.get("params") or {})
@@ -127,34 +98,11 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | None = None)
 
 def check_clusters_entry(owner: str, clusters: Any) -> None:
     """`clusters:` is `all` or a non-empty list of names; whether the names exist only the prepared data can say
-    (checked when a job reads it, `vulnbench.stages.check_clusters`)."""
+    (checked when a job reads it, `vulnbench.sc.data.prepare.check_clusters`)."""
     if clusters in ("all", None):
         return
     if not isinstance(clusters, list) or not clusters or not all(isinstance(c, str) and c for c in clusters):
         raise ConfigError(f"{owner}: clusters must be 'all' or a non-empty list of cluster names, got {clusters!r}")
-
-
-def check_grid(owner: str, grid: Mapping[str, Any], params: Mapping[str, Any], declared: Mapping[str, Parameter],
-               checks: Mapping[str, Callable[[Any], Any]] | None = None) -> None:
-    """Grid and fixed parameters name only `declared` keys, grid values are non-empty lists (tied keys: lists of
-    the right width), no key is both in the grid and fixed, and every value fits its declaration (`check_values`)."""
-    grid_keys = {k: None for key in grid for k in tied_keys(key)}
-    check_params(f"{owner} grid", grid_keys, extra=declared)
-    check_params(f"{owner} params", params, extra=declared)
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{owner} grid: {key!r} must be a non-empty list of values")
-        width = len(tied_keys(key))
-        if width > 1 and not all(isinstance(v, list) and len(v) == width for v in values):
-            raise ConfigError(f"{owner} grid: every value of tied keys {key!r} must be a list of {width}")
-    for key in set(grid_keys) & set(params):
-        raise ConfigError(f"{owner}: {key!r} is both in grid and params")
-    check_values(f"{owner} params", params, declared, checks)
-    for key, values in grid.items():
-        names = tied_keys(key)
-        for value in values:
-            check_values(f"{owner} grid", dict(zip(names, value if len(names) > 1 else [value], strict=True)),
-                         declared, checks)
 
 
 def _validate_schema(config: Mapping[str, Any], schema: str | Path) -> None:
@@ -175,19 +123,6 @@ def _validate_schema(config: Mapping[str, Any], schema: str | Path) -> None:
     elif error.validator in ("oneOf", "anyOf") and error.schema.get("description"):
         message = f"{error.instance!r} is not allowed: expected {error.schema['description']}"
     raise ConfigError(f"config {where}: {message}")
-
-
-def grid_cells(grid: Mapping[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """(pid, {parameter: value}) for every combination of a grid (tied keys vary together)."""
-    keys = sorted(grid)
-    cells = []
-    for values in itertools.product(*(grid[k] for k in keys)):
-        cell: dict[str, Any] = {}
-        for key, value in zip(keys, values, strict=True):
-            names = tied_keys(key)
-            cell.update(zip(names, value if len(names) > 1 else [value], strict=True))
-        cells.append((make_pid(cell), cell))
-    return cells
 
 
 def build(config: Mapping[str, Any]) -> pd.DataFrame:
@@ -220,7 +155,6 @@ def dataset_settings(config: Mapping[str, Any], dataset: str) -> tuple[dict[str,
 
 def classifier_settings(config: Mapping[str, Any], classifier: str) -> dict[str, Any]:
     """Model hyper-parameters (seeded from the global seed) plus `label_map`, which the train stage takes."""
-    from vulnbench.sc.classifiers import CLASSIFIERS
 
     params = dict(_section(config, "classifiers")[classifier])
     if "seed" in signature_defaults(CLASSIFIERS.get(classifier)):
@@ -232,17 +166,13 @@ def classifier_settings(config: Mapping[str, Any], classifier: str) -> dict[str,
 @cache
 def dataset_code(dataset: str) -> str:
     """Hash of the code that prepares one dataset: its loader's module and the preparation."""
-    from vulnbench.codehash import code_hash
-    from vulnbench.data import DATASETS
 
-    return code_hash(DATASETS.get(dataset), "vulnbench.data.prepare")
+    return code_hash(DATASETS.get(dataset), "vulnbench.sc.data.prepare")
 
 
 @cache
 def classifier_code(classifier: str) -> str:
     """Hash of the code that trains and runs one classifier (its module and what it imports from the package)."""
-    from vulnbench.codehash import code_hash
-    from vulnbench.sc.classifiers import CLASSIFIERS
 
     return code_hash(CLASSIFIERS.get(classifier))
 
@@ -250,9 +180,6 @@ def classifier_code(classifier: str) -> str:
 @cache
 def attack_code(attack: str, classifier: str) -> str:
     """Hash of the code of one attack job: the attack's module, its table summary and the classifier's code."""
-    from vulnbench.codehash import code_hash
-    from vulnbench.sc.attacks import ATTACKS
-    from vulnbench.sc.classifiers import CLASSIFIERS
 
     spec = ATTACKS.get(attack)
     return code_hash(spec.function, CLASSIFIERS.get(classifier), sources=[spec.summarise])

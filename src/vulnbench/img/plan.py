@@ -22,9 +22,10 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from vulnbench.errors import ConfigError
-from vulnbench.matrix import check_grid, grid_cells
-from vulnbench.params import (
+from vulnbench.core.codehash import code_hash
+from vulnbench.core.errors import ConfigError
+from vulnbench.core.grid import check_grid, grid_cells
+from vulnbench.core.params import (
     Parameter,
     check_name,
     check_params,
@@ -32,7 +33,10 @@ from vulnbench.params import (
     declared_parameters,
     signature_defaults,
 )
-from vulnbench.registry import Registry
+from vulnbench.core.registry import Registry
+from vulnbench.img.attacks.de import de_attack
+from vulnbench.img.data import IMAGE_DATASETS
+from vulnbench.img.models import ARCHITECTURES, IMAGE_MODELS, train_image_model
 
 #: dataset keys that configure preparation (resize + grouped split), not the loader
 PREPARE_KEYS = {"image_size": 299, "resize": "crop", "val_fraction": 0.15, "test_fraction": 0.2}
@@ -77,7 +81,6 @@ def fgsm_parameters(*, eps_levels: float = 8, space: Literal["normalized", "pixe
 
 def attack_parameters(name: str) -> dict[str, Parameter]:
     """The declared parameters (default, type, choices) a config may set for one image attack."""
-    from vulnbench.img.attacks.de import de_attack
 
     spec = IMAGE_ATTACKS.get(name)
     declared = declared_parameters(fgsm_parameters if spec.white_box else de_attack)
@@ -92,7 +95,7 @@ def images_section(config: Mapping[str, Any]) -> dict[str, Any]:
     return dict(section)
 
 
-def _entries(section: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
+def image_entries(section: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
     entries = section.get(key) or {}
     if not isinstance(entries, Mapping) or not entries:
         raise ConfigError(f"config images: '{key}' must name at least one entry")
@@ -104,28 +107,25 @@ def architecture_of(name: str, entry: Mapping[str, Any]) -> str:
 
 
 def is_black_box(architecture: str) -> bool:
-    from vulnbench.img.models import ARCHITECTURES
 
     return architecture not in ARCHITECTURES
 
 
 def validate_images_config(config: Mapping[str, Any]) -> None:
     """Names and parameters of the image arm, before any job: the first problem as a one-line ConfigError."""
-    from vulnbench.img.data import IMAGE_DATASETS
-    from vulnbench.img.models import IMAGE_MODELS, train_image_model
 
     section = images_section(config)
     if not section:
         return
     check_params("config images", section, extra=SECTION_KEYS)
-    for name, entry in _entries(section, "datasets").items():
+    for name, entry in image_entries(section, "datasets").items():
         if name not in IMAGE_DATASETS:
             raise ConfigError(f"config images datasets: {IMAGE_DATASETS.unknown_message(name)}")
         loader_keys = set(signature_defaults(IMAGE_DATASETS.get(name))) - {"image_size"}
         check_params(f"image dataset {name!r}", entry, extra=loader_keys | set(PREPARE_KEYS))
         check_values(f"image dataset {name!r}", entry, declared_parameters(IMAGE_DATASETS.get(name)))
     train_allowed = set(TRAIN_KEYS) & set(signature_defaults(train_image_model))
-    for name, entry in _entries(section, "models").items():
+    for name, entry in image_entries(section, "models").items():
         check_name("config images models", name)
         architecture = architecture_of(name, entry)
         if architecture not in IMAGE_MODELS:
@@ -136,8 +136,8 @@ def validate_images_config(config: Mapping[str, Any]) -> None:
         check_params(f"image model {name!r}", entry, extra=allowed)
         check_values(f"image model {name!r}", entry,
                      {**declared_parameters(builder), **declared_parameters(train_image_model)})
-    models = _entries(section, "models")
-    for name, entry in _entries(section, "attacks").items():
+    models = image_entries(section, "models")
+    for name, entry in image_entries(section, "attacks").items():
         if name not in IMAGE_ATTACKS:
             raise ConfigError(f"config images attacks: {IMAGE_ATTACKS.unknown_message(name)}")
         check_params(f"image attack {name!r}", entry, extra=ATTACK_KEYS)
@@ -146,9 +146,7 @@ def validate_images_config(config: Mapping[str, Any]) -> None:
         for model in entry.get("models") or ():
             if model not in models:
                 raise ConfigError(f"image attack {name!r}: model {model!r} is not configured under 'images: models'")
-    from vulnbench.reader.stages import reader_study_settings
 
-    reader_study_settings(section, list(models))
     device = section.get("device", "cpu")
     if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"config images: device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
@@ -164,15 +162,15 @@ def build_image_jobs(config: Mapping[str, Any]) -> pd.DataFrame:
     if not section:
         return pd.DataFrame(columns=columns)
     validate_images_config(config)
-    models = _entries(section, "models")
+    models = image_entries(section, "models")
     rows = []
-    for attack, entry in _entries(section, "attacks").items():
+    for attack, entry in image_entries(section, "attacks").items():
         white_box = IMAGE_ATTACKS.get(attack).white_box
         chosen = [m for m in (entry.get("models") or list(models))
                   if not (white_box and is_black_box(architecture_of(m, models[m])))]
         fixed = entry.get("params") or {}
         for pid, cell in grid_cells(entry.get("grid") or {}):
-            for dataset in _entries(section, "datasets"):
+            for dataset in image_entries(section, "datasets"):
                 rows.extend({"dataset": dataset, "model": model, "attack": attack, "pid": pid,
                              "params": {**fixed, **cell}, "grid": cell} for model in chosen)
     return pd.DataFrame(rows, columns=columns)
@@ -180,12 +178,11 @@ def build_image_jobs(config: Mapping[str, Any]) -> pd.DataFrame:
 
 def image_dataset_settings(config: Mapping[str, Any], dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(loader parameters, preparation parameters incl. the seed) of one image dataset."""
-    entry = _entries(images_section(config), "datasets")[dataset]
+    entry = image_entries(images_section(config), "datasets")[dataset]
     prepare = {k: entry.pop(k, default) for k, default in PREPARE_KEYS.items()}
     prepare["seed"] = int(config.get("seed", 0))
     entry.setdefault("seed", prepare["seed"])
     entry["image_size"] = prepare["image_size"]  # generators draw at the final size
-    from vulnbench.img.data import IMAGE_DATASETS
 
     allowed = signature_defaults(IMAGE_DATASETS.get(dataset))
     return {k: v for k, v in entry.items() if k in allowed}, prepare
@@ -193,7 +190,7 @@ def image_dataset_settings(config: Mapping[str, Any], dataset: str) -> tuple[dic
 
 def image_model_settings(config: Mapping[str, Any], model: str) -> dict[str, Any]:
     """{architecture, train: {...}, model: {...}, seed}: how the train stage builds one configured model."""
-    entry = dict(_entries(images_section(config), "models")[model])
+    entry = dict(image_entries(images_section(config), "models")[model])
     architecture = architecture_of(model, entry)
     entry.pop("architecture", None)
     train = {k: entry.pop(k) for k in list(entry) if k in TRAIN_KEYS}
@@ -206,15 +203,6 @@ def image_model_settings(config: Mapping[str, Any], model: str) -> dict[str, Any
 def image_device(config: Mapping[str, Any]) -> str:
     """Torch device of every image job (`images: device`); the rules also ask the scheduler for a GPU with it."""
     return str(images_section(config).get("device", "cpu"))
-
-
-def reader_study_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The reader study's settings plus the dataset it draws from (the first image dataset)."""
-    from vulnbench.reader.stages import reader_study_settings
-
-    section = images_section(config)
-    settings = reader_study_settings(section, list(_entries(section, "models")))
-    return {**settings, "dataset": next(iter(_entries(section, "datasets"))), "seed": int(config.get("seed", 0))}
 
 
 def image_run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,8 +221,6 @@ IMAGE_MODEL_MODULE = "vulnbench.img.models"
 @cache
 def image_dataset_code(dataset: str) -> str:
     """Hash of the code that loads and prepares one image dataset."""
-    from vulnbench.codehash import code_hash
-    from vulnbench.img.data import IMAGE_DATASETS
 
     return code_hash(IMAGE_DATASETS.get(dataset))
 
@@ -242,7 +228,6 @@ def image_dataset_code(dataset: str) -> str:
 @cache
 def image_model_code() -> str:
     """Hash of the code that builds, trains and runs the image models."""
-    from vulnbench.codehash import code_hash
 
     return code_hash(IMAGE_MODEL_MODULE)
 
@@ -250,7 +235,6 @@ def image_model_code() -> str:
 @cache
 def image_attack_code(attack: str) -> str:
     """Hash of one image attack's code and the model code it runs."""
-    from vulnbench.codehash import code_hash
 
     return code_hash(IMAGE_ATTACKS.get(attack).module, IMAGE_MODEL_MODULE)
 
@@ -258,6 +242,5 @@ def image_attack_code(attack: str) -> str:
 @cache
 def image_perturbation_code() -> str:
     """Hash of the systematic perturbations' code and the model code."""
-    from vulnbench.codehash import code_hash
 
     return code_hash("vulnbench.img.attacks.systematic", IMAGE_MODEL_MODULE)

@@ -1,7 +1,7 @@
 """Reference files some classifiers read (not datasets): where to fetch them and how they are verified.
 
 A resource is `resources/<name>/<file>`; the `download_resource` rule fetches it with the same downloader as the
-datasets (checksum, retries, a stall rule bounded by `timeout`, one-line offline error; see vulnbench.data.download).
+datasets (checksum, retries, a stall rule bounded by `timeout`, one-line offline error; see vulnbench.core.download).
 URLs are pinned to a commit, so the bytes cannot drift under a moving branch; where no checksum is pinned (the files
 were never downloadable from the machines vulnbench is built on), the download logs the file's sha256 so that a user
 can pin it in the config:
@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.download import download, parse_checksum
+from vulnbench.core.errors import ConfigError
 
 SCTYPE_RAW = "https://raw.githubusercontent.com/IanevskiAleksandr/sc-type"
 
@@ -66,7 +67,6 @@ def remote_file(config: Mapping[str, Any], resource: str, file: str) -> RemoteFi
     if unknown:
         raise ConfigError(f"resources {resource}/{file}: unknown key(s) {', '.join(sorted(unknown))} "
                           f"(allowed: url, checksum, retries, timeout)")
-    from vulnbench.data.download import parse_checksum
 
     remote = replace(base, **overrides)
     parse_checksum(remote.checksum)  # a malformed checksum is a config error at planning time, not after a fetch
@@ -83,7 +83,6 @@ def resource_paths(params: Mapping[str, Any]) -> list[str]:
 
 def run_download_resource(remote: RemoteFile, output: str | Path) -> None:
     """The download rule's work: fetch (or check, when it is already there) one reference file."""
-    from vulnbench.data.download import download
 
     download(remote.url, Path(output), checksum=remote.checksum, retries=int(remote.retries),
              timeout=float(remote.timeout))

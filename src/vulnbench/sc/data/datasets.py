@@ -1,7 +1,7 @@
 """Dataset registry. A dataset knows what to download (if anything) and how to load itself.
 
 `load()` returns an AnnData with `obs["label"]` and either raw counts (`uns["normalised"] = False`) or
-log-normalised values (`True`); `vulnbench.data.prepare` turns either into the prepared h5ad.
+log-normalised values (`True`); `vulnbench.sc.data.prepare` turns either into the prepared h5ad.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from vulnbench.errors import ConfigError, DataError
-from vulnbench.registry import Registry
-from vulnbench.sc.expression import negative_values
+from vulnbench.core.download import download, extract_tar, verify_file
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.core.params import check_params
+from vulnbench.core.registry import Registry
+from vulnbench.sc.data.prepare import ALLOW_NEGATIVE, check_cell_names
+from vulnbench.sc.expression import as_expression, negative_values
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,6 @@ class Dataset:
 
 
 def get(name: str, **params: Any) -> Dataset:
-    from vulnbench.params import check_params
 
     cls = DATASETS.get(name)
     check_params(f"dataset {name!r}", params, cls)
@@ -106,14 +108,12 @@ class Pbmc3k(Dataset):
         self.retries = retries
 
     def download(self, dest: Path) -> Path:
-        from vulnbench.data.download import download
 
         return download(self.url, dest, checksum=self.checksum, retries=self.retries)
 
     def load(self, archive: Path | None = None) -> ad.AnnData:
         import scanpy as sc
 
-        from vulnbench.data.download import extract_tar, verify_file
 
         if archive is None or not Path(archive).exists():
             raise DataError(f"pbmc3k archive missing: {archive}; run the download_dataset rule first")
@@ -188,8 +188,6 @@ class H5ad(Dataset):
         return [Path(self.path)]
 
     def load(self, archive: Path | None = None) -> ad.AnnData:
-        from vulnbench.data.prepare import ALLOW_NEGATIVE, check_cell_names
-        from vulnbench.sc.expression import as_expression
 
         path = Path(self.path)
         if not path.is_file():

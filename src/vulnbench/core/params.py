@@ -1,7 +1,7 @@
 """Parameters as their functions declare them (default, type hint, choices as `Literal`) and the checks that hold
 config values to them before any job runs.
 
-Shared by both arms and by the config check (`vulnbench.matrix`); depends on nothing else of the package, so that
+Shared by both arms and by the config check (`vulnbench.sc.plan`); depends on nothing else of the package, so that
 any arm can declare and check its parameters without import circles.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from vulnbench.errors import ConfigError
+from vulnbench.core.errors import ConfigError
 
 #: sizes, step counts and step sizes, wherever they appear (dataset, classifier, attack, image arm): name → kind.
 #: A negative or zero budget would otherwise surface only inside a job (or silently do nothing), so the config

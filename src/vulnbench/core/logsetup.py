@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from vulnbench.errors import VulnbenchError
+from vulnbench.core.errors import VulnbenchError
 
 
 @contextlib.contextmanager

@@ -51,8 +51,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from vulnbench.errors import ConfigError, DataError, DownloadError
-from vulnbench.io import atomic_path
+from vulnbench.core.errors import ConfigError, DataError, DownloadError
+from vulnbench.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from vulnbench.errors import VulnbenchError
-from vulnbench.io import atomic_path
+from vulnbench.core.errors import VulnbenchError
+from vulnbench.core.io import atomic_path
 
 STAMP = Path("results") / ".vulnbench-config.json"
 DEFAULT_CONFIG = "config/config.yaml"
@@ -53,7 +53,7 @@ def claim_results(workdir: str | Path, configfiles: Sequence[str | Path]) -> Non
             recorded = []
         if recorded and recorded != names and has_results(workdir):
             raise ResultsOfAnotherConfig(
-                f"results/ in {workdir} holds the tables of config {', '.join(recorded)}, not "
+                f"the results folder of {workdir} holds the tables of config {', '.join(recorded)}, not "
                 f"{', '.join(names)}: run this config in its own directory (vulnbench run CONFIG --directory DIR, or "
                 "snakemake --directory DIR), or move results/ aside first (mv results results_old)")
         if recorded == names:

@@ -7,12 +7,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import SymLogNorm
 
-from vulnbench.io import atomic_path
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.core.io import atomic_path, read_table
+from vulnbench.sc.attacks import ATTACKS
 
 
 def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: str,
@@ -66,7 +70,6 @@ def count_heatmap(table: pd.DataFrame, value: str, output: str | Path, title: st
 
 def _ok_rows(table: pd.DataFrame, figure: str) -> pd.DataFrame:
     """The rows with a result; a figure of none is an error naming the figure, not an IndexError."""
-    from vulnbench.errors import DataError
 
     ok = table[table["status"] == "ok"].copy()
     if ok.empty:
@@ -113,7 +116,6 @@ def cgd_trajectory(table: pd.DataFrame, output: str | Path) -> None:
 
     Drawn for the strongest step of the grid, one panel per classifier, one colour per cluster.
     """
-    import json
 
     table = _ok_rows(table, "cgd trajectory")
     strongest = (table["alpha"] + table["epsilon"]).max()
@@ -134,3 +136,12 @@ def cgd_trajectory(table: pd.DataFrame, output: str | Path) -> None:
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left", title="cluster → new label")
     _save(fig, output)
+
+
+def run_plot(attack: str, figure: str, table: str | Path, output: str | Path) -> None:
+    """One figure of one attack's table, as the attack's registry entry describes it."""
+    figures = ATTACKS.get(attack).figures
+    if figure not in figures:
+        raise ConfigError(f"attack {attack!r} has no figure {figure!r} (figures: {', '.join(figures)})")
+    spec = figures[figure]
+    globals()[spec.function](read_table(table), output=output, **spec.kwargs)
