@@ -37,11 +37,12 @@ def image_arm(tmp_path: Path) -> tuple[Path, Path, Path]:
         for k in range(n + 1):
             success = k < n
             file = f"img{k:02d}_adv.png" if success else None
+            path = attacks / "ds" / "m" / attack / "default" / "images" / file if success else None
             if success:
-                _png(attacks / "ds" / "m" / attack / "default" / "images" / file, 100 + k)
+                _png(path, 100 + k)
             records.append({"dataset": "ds", "model": "m", "attack": attack, "pid": "default", "image": f"img{k:02d}",
                             "outcome": "success" if success else "failed", "adversarial_file": file,
-                            "adversarial_path": str(attacks / "ds" / "m" / attack / "default" / "images" / file) if file else None})
+                            "adversarial_path": str(path) if path else None})
     records.append({"dataset": "ds", "model": "other", "attack": "pixel", "pid": "default", "image": "img01",
                     "outcome": "success", "adversarial_file": "elsewhere.png",
                     "adversarial_path": str(attacks / "elsewhere.png")})
@@ -51,7 +52,7 @@ def image_arm(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_build_simulate_analyse(image_arm, tmp_path: Path) -> None:
-    manifest, records, attacks = image_arm
+    manifest, records, _attacks = image_arm
     settings = reader_study_settings({"reader_study": {"model": "m", "n_per_condition": 4, "n_readers": 3}}, ["m"])
     pointer = tmp_path / "study.json"
     study = run_build_reader_study(records, manifest, "ds", settings, 0, pointer)
@@ -72,7 +73,7 @@ def test_build_simulate_analyse(image_arm, tmp_path: Path) -> None:
 
 
 def test_settings_and_empty_studies_fail_in_one_line(image_arm, tmp_path: Path) -> None:
-    manifest, records, attacks = image_arm
+    manifest, records, _attacks = image_arm
     with pytest.raises(ConfigError, match=r"unknown key.*n_reader"):
         reader_study_settings({"reader_study": {"n_reader": 3}}, ["m"])
     with pytest.raises(ConfigError, match="model 'x' is not configured"):
@@ -82,7 +83,8 @@ def test_settings_and_empty_studies_fail_in_one_line(image_arm, tmp_path: Path) 
         run_build_reader_study(records, manifest, "ds", settings, 0, tmp_path / "s.json")
     assert not (tmp_path / "s").exists() and not (tmp_path / "s.json").exists()
     # every attack failed: the records table has no adversarial_file column at all (was KeyError 'adversarial_file')
-    failed = pd.read_csv(records, sep="\t").drop(columns=["adversarial_file", "adversarial_path"]).assign(outcome="failed")
+    failed = pd.read_csv(records, sep="\t").drop(columns=["adversarial_file", "adversarial_path"])
+    failed = failed.assign(outcome="failed")
     failed.to_csv(tmp_path / "failed.tsv", sep="\t", index=False)
     settings = reader_study_settings({"reader_study": {"model": "m"}}, ["m"])
     with pytest.raises(DataError, match="no successful attack on m among pixel, color, rotation, so nothing to show"):
