@@ -56,7 +56,9 @@ import torch
 from torch import nn
 
 from vulnbench.core.jobs import keep_freed_memory, use_threads
-from vulnbench.img.attacks.de import de_attack, image_seed, softmax32
+from vulnbench.img.attacks.base import image_seed, softmax32
+from vulnbench.img.attacks.de import de_attack
+from vulnbench.img.attacks.pixel import pixel_search
 from vulnbench.img.base import MELANOMA, ImageModel, normalize, to_unit_tensor
 from vulnbench.img.data import grouped_split
 from vulnbench.img.models import TorchImageModel, train_image_model
@@ -312,7 +314,7 @@ def run_methods(model: TorchImageModel, images: np.ndarray, cfg: Config,
                 arts: dict[str, ArtPixelAttack]) -> dict[str, MethodRuns]:
     """Attack every image with each method, image by image (the seed's way only on the first cfg.n_seed)."""
     runs = {name: MethodRuns(name, budget) for name, budget in budgets(cfg).items()}
-    common = {"n_pixels": N_PIXELS, "popsize": cfg.popsize, "max_generations": cfg.max_generations}
+    common = {"popsize": cfg.popsize, "max_generations": cfg.max_generations}
     fast = {**common, "vectorized": True, "parity": False, "batch_size": cfg.vulnbench_batch}
     de_variants: list[tuple[str, ImageModel, dict[str, Any]]] = [
         ("vulnbench (probability)", model, {**fast, "objective": "probability"}),
@@ -322,10 +324,11 @@ def run_methods(model: TorchImageModel, images: np.ndarray, cfg: Config,
     ]
     for position, image in enumerate(images):
         seed = image_seed(SEED, position)
+        search = pixel_search(N_PIXELS)
         for name, attacked_model, options in de_variants:
             if name == "seed" and position >= cfg.n_seed:
                 continue
-            result, seconds = timed(partial(de_attack, attacked_model, image, "pixel", seed=seed, **options))
+            result, seconds = timed(partial(de_attack, attacked_model, image, search, seed=seed, **options))
             runs[name].add(position, seconds, result.n_forward, result.success, result.confident_success)
         for name, art in arts.items():
             (adversarial, n_forward), seconds = timed(partial(art, image, seed))

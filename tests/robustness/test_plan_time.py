@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -86,11 +87,10 @@ def test_a_wrong_value_stops_the_dry_run_in_one_line(case: str, dry_runs: dict[s
 
 
 def check(config: dict[str, Any]) -> None:
-    from vulnbench.img.plan import validate_images_config
-    from vulnbench.sc.plan import validate_config
+    """What the Snakefile asks before any job: the whole run's plan, both arms and the reader study."""
+    from vulnbench.pipeline import plan
 
-    validate_config(config, schema=REPO / "workflow" / "schemas" / "config.schema.yaml")
-    validate_images_config(config)
+    plan(config, schema=REPO / "workflow" / "schemas" / "config.schema.json")
 
 
 #: more values checked against what the code accepts, in-process (the same check as above, without Snakemake)
@@ -167,9 +167,14 @@ def test_an_unknown_cluster_fails_the_run_naming_it_and_the_valid_ones(tmp_path:
     assert "KeyError" not in output and "Traceback" not in output
     logs = list((tmp_path / "logs" / "attack").rglob("*.log"))
     assert logs, output[-2000:]
-    line = next(line for line in logs[0].read_text().splitlines() if line.startswith("vulnbench error: "))
+    line = next(line for line in logs[0].read_text().splitlines() if "vulnbench error: " in line)
     assert "unknown cluster 'Bogus T cells'" in line
     assert "type_0" in line or "clusters of the held-out cells" in line
-    assert not list((tmp_path / "results" / "attacks").rglob("result.json"))
+    # the job's result is its failure, tabled by the aggregation; the run's last step names it and fails
+    errors = {line for line in output.splitlines() if line.startswith("vulnbench error: ")}
+    assert len(errors) == 1 and "1 attack job(s) stopped on bad input" in errors.pop()
+    table = pd.read_csv(tmp_path / "results" / "tables" / "single_gene.tsv", sep="\t")
+    assert list(table["status"]) == ["job_failed"] and "unknown cluster 'Bogus T cells'" in table["reason"][0]
+    assert not (tmp_path / "results" / "tables" / "job_status.tsv").exists()
 
 

@@ -204,7 +204,8 @@ def _image_arm(workdir: Path) -> None:
             _png(folder / "default" / "images" / f"les{k}_adv.png", 50 + k + (attack == "color") * 10)
             records.append({"dataset": "synthetic_lesions", "model": "mobilenet_v3_small", "attack": attack,
                             "pid": "default", "image": f"les{k}", "outcome": "success",
-                            "adversarial_file": f"les{k}_adv.png"})
+                            "adversarial_file": f"les{k}_adv.png",
+                            "adversarial_path": str(folder / "default" / "images" / f"les{k}_adv.png")})
     (workdir / "results" / "tables").mkdir(parents=True)
     pd.DataFrame(records).to_csv(workdir / "results" / "tables" / "img_attack_records.tsv", sep="\t", index=False)
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vulnbench.core.errors import DataError
 from vulnbench.core.io import read_json
-from vulnbench.sc.stages import run_attack
+from vulnbench.sc.stages import collect_results, run_attack
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +61,15 @@ def test_an_explicit_attack_seed_is_kept(prepared_and_model, tmp_path) -> None:
     assert "job_seed" not in record
 
 
-def test_an_unknown_cluster_is_refused_with_the_valid_names(prepared_and_model, tmp_path) -> None:
-    with pytest.raises(DataError, match="unknown cluster 'Bogus T cells'") as error:
-        attack(prepared_and_model, tmp_path / "bogus.json", ["Bogus T cells"])
-    assert all(name in str(error.value) for name in prepared_and_model[2])
-    assert "\n" not in str(error.value)
-    assert not (tmp_path / "bogus.json").exists()
+def test_an_unknown_cluster_stops_the_job_as_its_result_naming_the_valid_ones(prepared_and_model, tmp_path) -> None:
+    attack(prepared_and_model, tmp_path / "bogus.json", ["Bogus T cells"])
+    result = read_json(tmp_path / "bogus.json")
+    assert result["status"] == "job_failed" and result["records"] == []
+    assert "unknown cluster 'Bogus T cells'" in result["reason"] and "\n" not in result["reason"]
+    assert all(name in result["reason"] for name in prepared_and_model[2])
+    assert result["job"]["attack"] == "single_gene" and result["job"]["arm"] == "sc"
+    row = collect_results([tmp_path / "bogus.json"]).iloc[0]
+    assert (row["status"], row["reason"], row["classifier"]) == ("job_failed", result["reason"], "scrf")
 
 
 @pytest.mark.parametrize(("params", "words"), [
@@ -75,10 +77,10 @@ def test_an_unknown_cluster_is_refused_with_the_valid_names(prepared_and_model, 
     ({"method": "perc99", "exclude_genes": ["CD3E"]}, ("exclude_genes", "'CD3E'")),
 ])
 def test_genes_the_data_lack_stop_the_job_before_any_cluster(prepared_and_model, tmp_path, params, words) -> None:
-    with pytest.raises(DataError) as error:
-        attack(prepared_and_model, tmp_path / "genes.json", "all", params=params)
-    assert all(w in str(error.value) for w in words), str(error.value)
-    assert not (tmp_path / "genes.json").exists()
+    attack(prepared_and_model, tmp_path / "genes.json", "all", params=params)
+    result = read_json(tmp_path / "genes.json")
+    assert result["status"] == "job_failed" and result["records"] == []
+    assert all(w in result["reason"] for w in words), result["reason"]
 
 
 def test_the_result_carries_its_whole_job(prepared_and_model, tmp_path) -> None:

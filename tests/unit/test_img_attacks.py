@@ -1,5 +1,6 @@
-"""Dermoscopy attacks: batched renderers vs PIL, the DE wrapper (modes, budget, stop rule, saturation), FGSM and the
-systematic sweep, on tiny deterministic torch models (no data, no GPU)."""
+"""Dermoscopy attacks: batched renderers vs PIL, the DE engine (modes, budget, stop rule, saturation), FGSM, the
+contract's run (failed images and jobs, registry order) and the systematic sweep, on tiny deterministic torch models
+(no data, no GPU)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from vulnbench.core.errors import ConfigError
+from vulnbench.core.errors import ConfigError, DataError
+from vulnbench.core.grid import make_pid
+from vulnbench.core.io import read_json, write_json
 from vulnbench.img.attacks import (
+    IMAGE_ATTACKS,
     apply_transform,
     attack_images,
+    attack_order,
     de_attack,
     fgsm,
     pil_color,
@@ -22,13 +27,20 @@ from vulnbench.img.attacks import (
     render_rotation_translation,
     systematic_transforms,
 )
+from vulnbench.img.attacks.color import color_search
+from vulnbench.img.attacks.pixel import pixel_search
 from vulnbench.img.attacks.render import (
     color_bounds,
     pil_rotate,
     pixel_bounds,
     rotation_bounds,
 )
+from vulnbench.img.attacks.rotation import rotation, rotation_search
 from vulnbench.img.base import CLASSES, IMAGENET_STD, DifferentiableImageModel, denormalize, normalize, to_unit_tensor
+from vulnbench.img.plots import _job_label
+from vulnbench.img.stages import img_attack_tables, run_image_attack
+
+SEARCHES = {"pixel": pixel_search(), "color": color_search(), "rotation": rotation_search()}
 
 
 class TinyCNN:
@@ -177,8 +189,8 @@ def test_rotation_bounds_scale_the_upstream_50_px() -> None:
 def test_vectorized_and_scalar_de_find_the_same_result(attack: str) -> None:
     model, image = TinyCNN(24), random_image(24, seed=7)
     kwargs = {"popsize": 2 if attack == "pixel" else 4, "max_generations": 3, "objective": "margin", "seed": 11}
-    batched = de_attack(model, image, attack, vectorized=True, batch_size=16, **kwargs)
-    scalar = de_attack(model, image, attack, vectorized=False, **kwargs)
+    batched = de_attack(model, image, SEARCHES[attack], vectorized=True, batch_size=16, **kwargs)
+    scalar = de_attack(model, image, SEARCHES[attack], vectorized=False, **kwargs)
     np.testing.assert_array_equal(batched.params, scalar.params)
     assert (batched.success, batched.n_generations, batched.n_forward, batched.energy) == (
         scalar.success, scalar.n_generations, scalar.n_forward, scalar.energy)
@@ -192,11 +204,12 @@ def test_n_forward_follows_the_budget_formula() -> None:
     n_params, popsize, generations = 3, 5, 4
     population = popsize * n_params
     # stop_confidence 1 never fires; the margin objective does not converge within 4 generations
-    fixed = de_attack(model, image, "color", popsize=popsize, max_generations=generations, stop_confidence=1.0,
+    color = SEARCHES["color"]
+    fixed = de_attack(model, image, color, popsize=popsize, max_generations=generations, stop_confidence=1.0,
                       objective="margin")
     assert fixed.n_generations == generations
     assert fixed.n_forward == 1 + population * (1 + generations)  # clean image + initial population + generations
-    parity = de_attack(model, image, "color", popsize=popsize, max_generations=generations, stop_confidence=1.0,
+    parity = de_attack(model, image, color, popsize=popsize, max_generations=generations, stop_confidence=1.0,
                        objective="margin", parity=True)
     assert parity.n_generations == generations + 1  # the seed's `stage > max_stage`
     callbacks, polish = generations + 1, n_params + 1  # polish: zero finite-difference gradient → N + 1 evaluations
@@ -206,17 +219,17 @@ def test_n_forward_follows_the_budget_formula() -> None:
 def test_stop_rule_fires_after_the_first_generation_in_both_modes() -> None:
     image = random_image(16, seed=9, low=60, high=200)
     model = red_model_for(image, scale=100.0, clean_gap=0.4)  # P(melanoma) ≈ 0.6; red × 0.9 → P(nevus) ≈ 0.99
-    fixed = de_attack(model, image, "color", popsize=5, max_generations=6)
+    fixed = de_attack(model, image, SEARCHES["color"], popsize=5, max_generations=6)
     assert fixed.original_class == 0 and 0.55 < fixed.original_confidence < 0.65
     assert fixed.n_generations == 1 and fixed.success and fixed.confident_success
     assert fixed.adversarial_probability > 0.9 and fixed.params[0] < 1.0
     assert fixed.message == "callback function requested stop early"
-    parity = de_attack(model, image, "color", popsize=5, max_generations=6, parity=True)
+    parity = de_attack(model, image, SEARCHES["color"], popsize=5, max_generations=6, parity=True)
     assert parity.n_generations == fixed.n_generations and parity.confident_success  # the seed's callback agrees
     assert parity.n_forward == fixed.n_forward + parity.n_generations + 4  # + callback forwards + polish (N + 1)
-    margin = de_attack(model, image, "color", popsize=5, max_generations=6, objective="margin")
+    margin = de_attack(model, image, SEARCHES["color"], popsize=5, max_generations=6, objective="margin")
     assert margin.n_generations == 1 and np.array_equal(margin.params, fixed.params)  # same ranking, same path
-    unreachable = de_attack(model, image, "color", popsize=5, max_generations=6, stop_confidence=1.0,
+    unreachable = de_attack(model, image, SEARCHES["color"], popsize=5, max_generations=6, stop_confidence=1.0,
                             objective="margin")
     assert unreachable.n_generations == 6 and not unreachable.confident_success
 
@@ -224,10 +237,10 @@ def test_stop_rule_fires_after_the_first_generation_in_both_modes() -> None:
 def test_probability_objective_saturates_where_the_margin_keeps_searching() -> None:
     image = random_image(16, seed=10, low=60, high=200)
     model = red_model_for(image, scale=400.0, clean_gap=60.0)  # gap ≥ 20 for every multiplier in [0.9, 1.1]
-    probability = de_attack(model, image, "color", popsize=5, max_generations=5)
+    probability = de_attack(model, image, SEARCHES["color"], popsize=5, max_generations=5)
     assert probability.n_generations == 1  # every float32 P(melanoma) is exactly 1 → std 0 → "converged"
     assert probability.energy == 1.0 and not probability.success
-    margin = de_attack(model, image, "color", popsize=5, max_generations=5, objective="margin")
+    margin = de_attack(model, image, SEARCHES["color"], popsize=5, max_generations=5, objective="margin")
     assert margin.n_generations == 5 and not margin.success
     assert margin.energy < 60.0 - 15.0  # it walked red down towards the bound (gap 60 → ≈ 40)
 
@@ -250,13 +263,15 @@ def test_attack_images_attacks_only_correctly_predicted_melanomas() -> None:
 def test_bad_attack_names_and_options_are_config_errors() -> None:
     model, image = TinyCNN(16), random_image(16)
     with pytest.raises(ConfigError, match="did you mean 'color'"):
-        de_attack(model, image, "colour")
+        attack_images(model, image[None], ["melanoma"], "colour")
+    with pytest.raises(ConfigError, match=r"unknown parameter 'n_pixel'.*did you mean 'n_pixels'"):
+        attack_images(model, image[None], ["melanoma"], "pixel", n_pixel=2)
     with pytest.raises(ConfigError, match="objective"):
-        de_attack(model, image, "color", objective="logit")
+        de_attack(model, image, SEARCHES["color"], objective="logit")
     with pytest.raises(ConfigError, match="stop_confidence"):
-        de_attack(model, image, "color", stop_confidence=0.3)
+        de_attack(model, image, SEARCHES["color"], stop_confidence=0.3)
     with pytest.raises(ConfigError, match="symmetric"):
-        de_attack(model, image, "rotation", symmetric=True, parity=True)
+        rotation(model, image[None], [0], symmetric=True, parity=True)
 
 
 def test_pixel_bounds_parity_is_upstreams_half_open_range_fixed_is_inclusive() -> None:
@@ -376,11 +391,6 @@ def test_percent_offsets_scale_one_channel() -> None:
 
 def test_attack_table_labels_each_job_by_its_grid_cell(tmp_path):
     """Keys and values with "_" (eps_levels, n_pixels) must not be split apart in tables and figure labels."""
-    from vulnbench.core.grid import make_pid
-    from vulnbench.core.io import write_json
-    from vulnbench.img.plots import _job_label
-    from vulnbench.img.stages import img_attack_tables
-
     cells = {"fgsm": ({"eps_levels": 4, "space": "pixel"}, {}), "pixel": ({"n_pixels": 3}, {"popsize": 4}),
              "color": ({}, {"popsize": 10})}
     paths = []
@@ -400,3 +410,110 @@ def test_attack_table_labels_each_job_by_its_grid_cell(tmp_path):
     moved.write_bytes(paths[1].read_bytes())
     assert img_attack_tables([moved])[0][["model", "attack", "pid"]].values.tolist() == [["tiny", "pixel",
                                                                                            "n_pixels~3"]]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the contract's run: budgets, failures of one image and of a whole job, registry order
+
+
+@pytest.mark.parametrize("parity", [False, True])
+@pytest.mark.parametrize("budget", [1, 7, 40])
+def test_a_forward_budget_stops_de_in_both_modes_alike_vectorized_or_not(parity: bool, budget: int) -> None:
+    model, image = TinyCNN(24), random_image(24, seed=15)
+    kwargs = {"popsize": 4, "max_generations": 6, "stop_confidence": 1.0, "objective": "margin", "seed": 3,
+              "parity": parity, "max_forward": budget}
+    batched = de_attack(model, image, SEARCHES["color"], vectorized=True, batch_size=5, **kwargs)
+    scalar = de_attack(model, image, SEARCHES["color"], vectorized=False, **kwargs)
+    assert batched.n_forward <= budget and scalar.n_forward == batched.n_forward
+    np.testing.assert_array_equal(batched.params, scalar.params)
+    np.testing.assert_array_equal(batched.image, scalar.image)
+    unlimited = de_attack(model, image, SEARCHES["color"], **{**kwargs, "max_forward": None})
+    assert batched.message == "forward-pass budget spent" and unlimited.n_forward > budget
+    assert batched.energy >= unlimited.energy
+
+
+def test_a_budget_the_search_fits_in_changes_nothing() -> None:
+    model, image = TinyCNN(24), random_image(24, seed=16)
+    kwargs = {"popsize": 4, "max_generations": 3, "objective": "margin", "seed": 5}
+    free = de_attack(model, image, SEARCHES["pixel"], **kwargs)
+    capped = de_attack(model, image, SEARCHES["pixel"], max_forward=free.n_forward, **kwargs)
+    np.testing.assert_array_equal(free.params, capped.params)
+    assert (free.n_forward, free.message, free.energy) == (capped.n_forward, capped.message, capped.energy)
+
+
+class RefusesDarkImages:
+    """Scores batches, but raises DataError on a lone near-black image (a degenerate input for this model)."""
+
+    def __init__(self, model: RedChannelModel) -> None:
+        self.inner, self.classes, self.image_size, self.device = model, model.classes, model.image_size, "cpu"
+
+    def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.forward_normalized(x)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        if len(images) == 1 and images.mean() < 30:
+            raise DataError("degenerate image: nearly black")
+        return self.inner.logits(images)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pixel", "color", "rotation"])
+def test_an_image_the_attack_stops_on_is_a_failed_record_and_the_others_go_on(attack: str) -> None:
+    image = random_image(16, seed=12, low=60, high=200)
+    dark = random_image(16, seed=13, low=0, high=20)
+    model = RefusesDarkImages(red_model_for(image, scale=100.0, clean_gap=0.4))
+    model.inner.threshold = float(dark[..., 0].mean() / 255.0) - 0.5  # both called melanoma
+    params = {} if attack == "fgsm" else {"popsize": 2, "max_generations": 2}
+    records, adversarials = attack_images(model, np.stack([image, dark, image]), ["melanoma"] * 3, attack, **params)
+    assert [r["outcome"] for r in records][1] == "failed" and records[1]["reason"] == "degenerate image: nearly black"
+    assert adversarials[1] is None and records[1]["adversarial_class"] is None
+    assert all(r["reason"] is None and r["outcome"] in ("success", "failed") for r in (records[0], records[2]))
+    assert adversarials[0] is not None and adversarials[2] is not None
+    if attack == "fgsm":  # retried image by image after the batch failed: the same step as in one batch
+        np.testing.assert_array_equal(adversarials[0], adversarials[2])
+
+
+def test_non_finite_clean_logits_fail_that_image_only() -> None:
+    image = random_image(16, seed=12, low=60, high=200)
+    model = red_model_for(image, scale=100.0, clean_gap=0.4)
+    broken = RefusesDarkImages(model)
+    broken.logits = lambda images: np.where((images.reshape(len(images), -1).mean(axis=1) < 30)[:, None],  # type: ignore
+                                            np.nan, model.logits(images))
+    records, adversarials = attack_images(broken, np.stack([image, np.zeros_like(image)]), ["melanoma"] * 2, "color",
+                                          popsize=2, max_generations=2)
+    assert records[1]["outcome"] == "failed" and "non-finite" in records[1]["reason"] and adversarials[1] is None
+    assert records[0]["outcome"] in ("success", "failed") and records[0]["reason"] is None
+
+
+def test_a_parameter_unfit_for_the_attack_fails_the_job_not_each_image() -> None:
+    image = random_image(16, seed=12, low=60, high=200)
+    model = red_model_for(image, scale=100.0, clean_gap=0.4)
+    with pytest.raises(ConfigError, match="fgsm needs 2 forward passes"):
+        attack_images(model, image[None], ["melanoma"], "fgsm", max_forward=1)
+    with pytest.raises(ConfigError, match="delta must be in"):
+        attack_images(model, image[None], ["melanoma"], "color", delta=1.5)
+
+
+def test_a_job_that_stops_on_bad_input_is_one_table_row_with_its_reason(tmp_path) -> None:
+    settings = {"seed": 0, "device": "cpu", "max_attack_images": None}
+    failed = tmp_path / "failed" / "result.json"
+    run_image_attack(tmp_path / "manifest.tsv", tmp_path / "no_model.pt", "pixel", {"n_pixels": 1}, settings, failed,
+                     failed.parent / "images", identity={"dataset": "d", "model": "m", "pid": "n_pixels~1",
+                                                         "grid": {"n_pixels": 1}})
+    payload = read_json(failed)
+    assert payload["status"] == "job_failed" and "no_model.pt" in payload["reason"] and payload["records"] == []
+    assert payload["job"]["attack"] == "pixel" and payload["job"]["pid"] == "n_pixels~1"
+    ok = tmp_path / "ok" / "result.json"
+    write_json(ok, {"job": {"dataset": "d", "model": "m", "attack": "fgsm", "pid": "default", "grid": {}},
+                    "summary": {"n_attacked": 1, "n_success": 1}, "records": [{"image": "a", "attack": "fgsm",
+                                                                                  "outcome": "success"}]})
+    table, records = img_attack_tables([failed, ok])
+    assert table["attack"].tolist() == ["fgsm", "pixel"]  # the registry's order, not the files'
+    assert table["status"].tolist() == ["ok", "job_failed"] and table["reason"].iloc[0] == ""
+    assert "no_model.pt" in table["reason"].iloc[1] and table["mode"].iloc[1] == "n_pixels=1"
+    assert records["attack"].tolist() == ["fgsm"]
+
+
+def test_order_comes_from_the_registry() -> None:
+    assert attack_order() == ["fgsm", "pixel", "color", "rotation"]
+    assert attack_order(["rotation", "mystery", "fgsm", "rotation"]) == ["fgsm", "rotation", "mystery"]
+    assert set(attack_order()) == set(IMAGE_ATTACKS.names())

@@ -1,5 +1,5 @@
-"""Faults: a run killed halfway resumes without redoing finished work, and a `--keep-going` run whose attack jobs
-crash shows them in the tables (status rows) instead of tables that silently lack them."""
+"""Faults: a run killed halfway resumes without redoing finished work, and attack jobs that stop on bad input are
+rows of the tables (written by the aggregation) while the run still ends non-zero naming them."""
 
 from __future__ import annotations
 
@@ -17,11 +17,19 @@ import pandas as pd
 import pytest
 import yaml
 
+from vulnbench.core.errors import DataError
+from vulnbench.core.io import write_json
+from vulnbench.core.jobs import write_failed_result
+from vulnbench.img.stages import run_img_attack_table
+from vulnbench.pipeline import run_job_status
+from vulnbench.sc.plots import run_plot
+
 from .conftest import REPO, SNAKEMAKE, job_counts, snakemake
 
 SC_DATA = {"synthetic": {"n_cells": 240, "n_genes": 300, "n_types": 3, "n_markers": 10, "test_size": 0.5}}
 SINGLE_GENE = {"params": {"search": "dichotomic", "first_dichot": 20}}
 TABLE = "results/tables/single_gene.tsv"
+STATUS = "results/tables/job_status.tsv"
 
 
 def write_config(workdir: Path, classifiers: dict, methods: list[str]) -> Path:
@@ -161,8 +169,8 @@ def test_a_run_killed_halfway_resumes_and_matches_an_uninterrupted_run(tmp_path:
 
 
 @pytest.mark.slow
-def test_keep_going_reports_crashed_jobs_in_the_table_and_the_next_run_repairs_it(tmp_path: Path,
-                                                                                  clean_run: CleanRun) -> None:
+def test_jobs_that_stop_on_bad_input_are_table_rows_the_run_fails_and_the_next_run_repairs_it(
+        tmp_path: Path, clean_run: CleanRun) -> None:
     workdir = tmp_path / "run"
     shutil.copytree(clean_run.finished(), workdir, ignore=shutil.ignore_patterns("snakemake.out"))
     config = write_config(workdir, CLASSIFIERS, METHODS)
@@ -172,96 +180,82 @@ def test_keep_going_reports_crashed_jobs_in_the_table_and_the_next_run_repairs_i
     data = model.read_bytes()
     model.write_bytes(data[: len(data) // 2])
 
-    failed = snakemake(workdir, TABLE, "--cores", "2", "--keep-going", "--configfile", str(config))
+    failed = snakemake(workdir, TABLE, STATUS, "--cores", "2", "--configfile", str(config))
     text = failed.stdout + failed.stderr
     assert failed.returncode != 0
-    errors = {line for line in text.splitlines() if line.startswith("vulnbench error:")}
-    assert errors == {"vulnbench error: cannot read model file results/models/synthetic/scmlp/model.pkl: "
-                      "UnpicklingError: pickle data was truncated"}
+    reason = ("cannot read model file results/models/synthetic/scmlp/model.pkl: UnpicklingError: pickle data was "
+              "truncated")
+    errors = sorted({line for line in text.splitlines() if line.startswith("vulnbench error:")})
+    assert len(errors) == 1 and errors[0].startswith(f"vulnbench error: {len(METHODS)} attack job(s) stopped on "
+                                                     f"bad input (rows with status job_failed in {TABLE}): ")
+    assert errors[0].count(reason) == len(METHODS) and "single_gene on synthetic/scmlp" in errors[0]
     assert "Traceback" not in text
     assert job_counts(text)["run_attack"] == len(METHODS)  # the scmlp jobs only
-    results = workdir / "results" / "attacks" / "synthetic"
-    assert len(list(results.glob("scrf/single_gene/*/result.json"))) == len(METHODS)
-    assert not list(results.glob("scmlp/single_gene/*/result.json"))
+    assert not (workdir / STATUS).exists()
 
+    # the table was written by the aggregation: scrf's rows as before, one status row per failed scmlp job
     table = pd.read_csv(workdir / TABLE, sep="\t")
-    ok, crashed = table[table["classifier"] == "scrf"], table[table["classifier"] == "scmlp"]
+    ok, stopped = table[table["classifier"] == "scrf"], table[table["classifier"] == "scmlp"]
     assert (ok["status"] == "ok").all() and len(ok) == len(METHODS) * N_CLUSTERS
-    assert (crashed["status"] == "job_failed").all() and sorted(crashed["mode"]) == sorted(METHODS)
-    for row in crashed.itertuples():
-        log = f"logs/attack/synthetic/scmlp/single_gene/{row.pid}.log"
-        assert row.reason == ("cannot read model file results/models/synthetic/scmlp/model.pkl: UnpicklingError: "
-                              f"pickle data was truncated (log: {log})")
-        assert (workdir / log).is_file()
-    assert f"{TABLE} lists the failed jobs" in text
+    assert (stopped["status"] == "job_failed").all() and sorted(stopped["mode"]) == sorted(METHODS)
+    assert set(stopped["reason"]) == {reason} and stopped["cluster"].isna().all()
+    reference = comparable(clean_run.finished() / TABLE)
+    # (the same values; a column with the failed rows' blanks reads as float)
+    pd.testing.assert_frame_equal(comparable_rows(ok), comparable_rows(reference[reference["classifier"] == "scrf"]),
+                                  check_dtype=False)
+    for row in stopped.itertuples():  # the job's log holds the same one line
+        log = workdir / f"logs/attack/synthetic/scmlp/single_gene/{row.pid}.log"
+        assert f"vulnbench error: {reason}" in log.read_text()
 
-    # the figure of such a table draws (failed jobs marked), for a user who plots it by hand
-    from vulnbench.sc.plots import run_plot
-
+    # the figure of such a table draws (failed jobs marked)
     run_plot("single_gene", "heatmap", workdir / TABLE, tmp_path / "heatmap.png")
     assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
 
+    # the same run again retries the failed jobs only and fails the same way (nothing hides the failure)
+    results = workdir / "results" / "attacks" / "synthetic"
+    finished = {p: p.stat().st_mtime_ns for p in results.glob("scrf/single_gene/*/result.json")}
+    again = snakemake(workdir, TABLE, STATUS, "--cores", "2", "--configfile", str(config))
+    assert again.returncode != 0 and job_counts(again.stdout + again.stderr)["run_attack"] == len(METHODS)
+    assert "stopped on bad input" in again.stderr and (workdir / TABLE).is_file()
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+
     # fix the fault (retrain): the next plain run redoes the failed jobs only and rewrites the real table
     model.unlink()
-    fixed = snakemake(workdir, TABLE, "--cores", "2", "--configfile", str(config))
+    fixed = snakemake(workdir, TABLE, STATUS, "--cores", "2", "--configfile", str(config))
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     plan = job_counts(fixed.stdout + fixed.stderr)
     assert plan["run_attack"] == len(METHODS) and plan["train_classifier"] == 1 and plan["aggregate_attack"] == 1
     table = pd.read_csv(workdir / TABLE, sep="\t")
     assert (table["status"] == "ok").all() and len(table) == len(CLASSIFIERS) * len(METHODS) * N_CLUSTERS
-    assert set(table["classifier"]) == set(CLASSIFIERS)
-    newest_result = max(p.stat().st_mtime_ns for p in results.glob("*/single_gene/*/result.json"))
-    assert (workdir / TABLE).stat().st_mtime_ns >= newest_result  # up to date again: no rebuild next time
+    status = pd.read_csv(workdir / STATUS, sep="\t")
+    assert len(status) == len(CLASSIFIERS) * len(METHODS) and (status["status"] == "ok").all()
 
 
-def test_failed_image_attack_jobs_become_status_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The image arm's table after a failed run: done jobs from their results, a crashed job naming its log's
-    one-line error, a job behind a missing model as not run; dated before its inputs so the next run rebuilds it."""
-    from vulnbench.core.io import write_json
-    from vulnbench.img.plan import build_image_jobs
-    from vulnbench.img.stages import write_failed_img_attack_table
+def comparable_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows without timing columns, in a fixed order, for comparing parts of two tables."""
+    table = table[[c for c in table.columns if not c.endswith("_s")]]
+    return table.sort_values(list(table.columns[:5])).reset_index(drop=True)
 
-    monkeypatch.chdir(tmp_path)
-    config = {"images": {"datasets": {"synthetic_lesions": {}},
-                         "models": {"mn_a": {"architecture": "mobilenet_v3_small"},
-                                    "mn_b": {"architecture": "mobilenet_v3_small"},
-                                    "mn_c": {"architecture": "mobilenet_v3_small"}},
-                         "attacks": {"fgsm": {"grid": {"eps_levels": [8]}}}}}
-    jobs = build_image_jobs(config)
-    assert list(jobs["model"]) == ["mn_a", "mn_b", "mn_c"]
-    root = "results/img/attacks/synthetic_lesions"
+
+def test_an_image_attack_job_that_stops_on_bad_input_is_a_row_of_the_table(tmp_path: Path) -> None:
+    """The image arm's table: done jobs from their results, a job that stopped on bad input as one status row
+    naming the reason, written by the aggregation (nothing back-dated); the job status then names it."""
+    job = {"arm": "img", "dataset": "synthetic_lesions", "attack": "fgsm", "pid": "eps_levels~8",
+           "grid": {"eps_levels": 8}, "params": {"eps_levels": 8}}
     summary = {"n_images": 2, "n_attacked": 2, "n_success": 1, "success_rate": 0.5}
     record = {"image": "x", "outcome": "success", "params": None}
-    job = {"arm": "img", "dataset": "synthetic_lesions", "model": "mn_a", "attack": "fgsm", "pid": "eps_levels~8",
-           "grid": {"eps_levels": 8}, "params": {"eps_levels": 8}}
-    write_json(f"{root}/mn_a/fgsm/eps_levels~8/result.json", {"job": job, "summary": summary, "records": [record]})
-    for name in ("mn_a", "mn_b"):
-        Path(f"results/img/models/synthetic_lesions/{name}").mkdir(parents=True)
-        Path(f"results/img/models/synthetic_lesions/{name}/model.pt").write_bytes(b"x")
-    Path("results/img/data/synthetic_lesions").mkdir(parents=True)
-    Path("results/img/data/synthetic_lesions/manifest.tsv").write_text("image\n")
-    Path("logs/img/attack/synthetic_lesions/mn_b/fgsm").mkdir(parents=True)
-    Path("logs/img/attack/synthetic_lesions/mn_b/fgsm/eps_levels~8.log").write_text(
-        "INFO start\nvulnbench error: model checkpoint not found: m.pt\n")
-
-    written = write_failed_img_attack_table(
-        jobs, result="results/img/attacks/{img_dataset}/{img_model}/{img_attack}/{pid}/result.json",
-        log_file="logs/img/attack/{img_dataset}/{img_model}/{img_attack}/{pid}.log",
-        inputs=["results/img/data/{img_dataset}/manifest.tsv", "results/img/models/{img_dataset}/{img_model}/model.pt"],
-        table="results/tables/img_attacks.tsv", records="results/tables/img_attack_records.tsv")
-    assert written == [Path("results/tables/img_attacks.tsv")]
-    table = pd.read_csv(written[0], sep="\t").set_index("model")
-    assert list(table["status"]) == ["ok", "job_failed", "job_not_run"]
-    assert table.loc["mn_a", "success_rate"] == 0.5
-    assert table.loc["mn_b", "reason"] == ("model checkpoint not found: m.pt "
-                                           "(log: logs/img/attack/synthetic_lesions/mn_b/fgsm/eps_levels~8.log)")
-    assert table.loc["mn_c", "reason"] == ("not run: its input results/img/models/synthetic_lesions/mn_c/model.pt is "
-                                           "missing (an upstream job failed)")
-    assert len(pd.read_csv("results/tables/img_attack_records.tsv", sep="\t")) == 1
-    result_time = Path(f"{root}/mn_a/fgsm/eps_levels~8/result.json").stat().st_mtime_ns
-    assert written[0].stat().st_mtime_ns < result_time
-
-    from vulnbench.img.plots import plot_attacks
-
-    plot_attacks(pd.read_csv(written[0], sep="\t"), tmp_path / "attacks.png")
-    assert (tmp_path / "attacks.png").read_bytes()[:4] == b"\x89PNG"
+    write_json(tmp_path / "a" / "result.json", {"job": {**job, "model": "mn_a"}, "status": "ok", "summary": summary,
+                                                "records": [record]})
+    write_failed_result(tmp_path / "b" / "result.json", {**job, "model": "mn_b"},
+                        DataError("model checkpoint not found: m.pt"))
+    table, records = tmp_path / "img_attacks.tsv", tmp_path / "img_attack_records.tsv"
+    run_img_attack_table([tmp_path / "a" / "result.json", tmp_path / "b" / "result.json"], table, records)
+    frame = pd.read_csv(table, sep="\t").set_index("model")
+    assert list(frame["status"]) == ["ok", "job_failed"]
+    assert frame.loc["mn_a", "success_rate"] == 0.5
+    assert frame.loc["mn_b", "reason"] == "model checkpoint not found: m.pt"
+    assert len(pd.read_csv(records, sep="\t")) == 1
+    with pytest.raises(DataError, match=r"1 attack job\(s\) stopped on bad input .*fgsm on synthetic_lesions/mn_b "
+                                        r"\(eps_levels~8\): model checkpoint not found: m.pt"):
+        run_job_status([table], tmp_path / "status.tsv")
+    assert not (tmp_path / "status.tsv").exists()

@@ -41,7 +41,8 @@ def expected_plan(config: dict) -> dict[str, int]:
     n_models = len(config["datasets"]) * len(config["classifiers"])
     n_figures = sum(len(ATTACKS.get(a).figures) for a in attacks)
     plan = {"prepare_dataset": len(config["datasets"]), "train_classifier": n_models, "run_attack": len(jobs),
-            "classifier_table": 1, "aggregate_attack": len(attacks), "plot_attack": n_figures, "sc_comparison": 1}
+            "classifier_table": 1, "aggregate_attack": len(attacks), "plot_attack": n_figures, "sc_comparison": 1,
+            "job_status": 1}
     if config.get("detectability"):
         plan["sc_detectability"] = 1
     images = config.get("images")

@@ -19,6 +19,20 @@ rule aggregate_attack:
         "../scripts/aggregate.py"
 
 
+rule job_status:
+    input:
+        attack_tables,
+    output:
+        "results/tables/job_status.tsv",
+    log:
+        "logs/aggregate/job_status.log",
+    localrule: True
+    conda:
+        "../../envs/vulnbench.yaml"
+    script:
+        "../scripts/job_status.py"
+
+
 rule classifier_table:
     input:
         model_targets_metrics,

@@ -25,5 +25,8 @@ rule run_attack:
         seed=config_seed,
         code_version=CODE_VERSION,
         code=lambda wildcards: attack_code(wildcards.attack, wildcards.classifier),
+        retry=lambda wildcards: retry_token(
+            f"results/attacks/{wildcards.dataset}/{wildcards.classifier}/{wildcards.attack}/{wildcards.pid}/result.json"
+        ),
     script:
         "../scripts/attack.py"

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import vulnbench
 from vulnbench.core.errors import ConfigError
+from vulnbench.core.jobs import retry_token
 from vulnbench.sc.plan import (
     attack_code,
     classifier_code,
@@ -30,7 +31,7 @@ from vulnbench.pipeline import plan
 from vulnbench.reader.stages import reader_study_config
 from vulnbench.img.plots import IMAGE_FIGURES
 
-SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.json"
 
 try:
     JOBS, IMG_JOBS = plan(config, schema=SCHEMA)
@@ -64,6 +65,7 @@ def final_targets():
         + detectability_targets()
         + [
             "results/tables/classifiers.tsv",
+            "results/tables/job_status.tsv",
             "results/tables/sc_comparison.tsv",
             "results/figures/sc_comparison.png",
             *expand("results/tables/{attack}.tsv", attack=attacks),
@@ -171,6 +173,14 @@ def model_targets_metrics(wildcards):
 
 
 # -- the dermoscopy arm ------------------------------------------------------------------------------
+def attack_tables(wildcards):
+    """Both arms' attack tables, whose rows the job status reads."""
+    tables = expand(
+        "results/tables/{attack}.tsv", attack=sorted(JOBS["attack"].unique())
+    )
+    return tables + ([] if IMG_JOBS.empty else ["results/tables/img_attacks.tsv"])
+
+
 def image_targets():
     if IMG_JOBS.empty:
         return []

@@ -94,6 +94,9 @@ rule image_attack:
         settings=image_run_params,
         code_version=CODE_VERSION,
         code=lambda wildcards: image_attack_code(wildcards.img_attack),
+        retry=lambda wildcards: retry_token(
+            f"results/img/attacks/{wildcards.img_dataset}/{wildcards.img_model}/{wildcards.img_attack}/{wildcards.pid}/result.json"
+        ),
     script:
         "../scripts/img_attack.py"
 

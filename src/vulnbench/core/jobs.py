@@ -4,6 +4,7 @@ and the result it leaves when it stops on bad input."""
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import sys
@@ -102,4 +103,26 @@ def write_failed_result(output: str | Path, job: Mapping[str, Any], error: Vulnb
     A changed input or parameter reruns the job, as for any result."""
     log.error("vulnbench error: %s", error)
     write_json(output, {"job": dict(job), "status": JOB_FAILED, "reason": str(error), "records": []})
+
+
+#: a result larger than this is a finished job's (a failure holds only its job and reason)
+FAILED_RESULT_MAX_BYTES = 1 << 16
+
+
+def retry_token(result: str | Path) -> str:
+    """A rule parameter that reruns a job which stopped on bad input on every run, as if it had left no result.
+
+    Empty for a missing or finished result; for a failure, its time of writing, which differs from the value
+    Snakemake recorded when it planned that job: its `params` rerun trigger fires (a fixed input is then used, an
+    unfixed one fails the same way again), while finished jobs keep their results."""
+    path = Path(result)
+    try:
+        stat = path.stat()
+        if stat.st_size > FAILED_RESULT_MAX_BYTES:
+            return ""
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    failed = isinstance(payload, Mapping) and payload.get("status") == JOB_FAILED
+    return f"retry after the failure of {stat.st_mtime_ns}" if failed else ""
 

@@ -80,6 +80,8 @@ class Parameter:
     name: str
     default: Any
     hint: Any = None
+    #: one line: what the parameter means (the `Args:` entry of its function's or class's docstring)
+    meaning: str = ""
 
     @property
     def expected(self) -> Any:
@@ -97,10 +99,49 @@ def declared_parameters(target: Any, exclude: Any = ()) -> dict[str, Parameter]:
         hints = typing.get_type_hints(function)
     except Exception:  # a hint naming a type only imported for type checkers: fall back to the defaults' types
         hints = {}
-    return {name: Parameter(name, p.default, hints.get(name))
+    meanings = parameter_meanings(target)
+    return {name: Parameter(name, p.default, hints.get(name), meanings.get(name, ""))
             for name, p in inspect.signature(function).parameters.items()
             if name != "self" and name not in exclude and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
             and p.default is not p.empty}
+
+
+_ARGS_HEADER = re.compile(r"(?P<indent>[ \t]*)Args:[ \t]*$")
+_ARGS_ENTRY = re.compile(r"\*{0,2}(?P<name>\w+)(?:[ \t]*\([^)]*\))?:[ \t]*(?P<text>.*)$")
+
+
+def docstring_meanings(doc: str | None) -> dict[str, str]:
+    """Parameter name → one-line meaning from a Google-style `Args:` section (continuation lines, indented further
+    than their entry, join it)."""
+    meanings: dict[str, str] = {}
+    lines = inspect.cleandoc(doc or "").splitlines()
+    for start, line in enumerate(lines):
+        header = _ARGS_HEADER.fullmatch(line)
+        if header is None:
+            continue
+        entry_indent, name = None, None
+        for body in lines[start + 1:]:
+            if not body.strip():
+                continue
+            indent = len(body) - len(body.lstrip())
+            if indent <= len(header["indent"]):
+                break
+            if entry_indent is None:
+                entry_indent = indent
+            entry = _ARGS_ENTRY.fullmatch(body.strip()) if indent == entry_indent else None
+            if entry is not None:
+                name = entry["name"]
+                meanings[name] = entry["text"].strip()
+            elif name is not None and indent > entry_indent:
+                meanings[name] = f"{meanings[name]} {body.strip()}".strip()
+    return meanings
+
+
+def parameter_meanings(target: Any) -> dict[str, str]:
+    """The documented meanings of a function's parameters; for a class, its own and its `__init__`'s docstring."""
+    if inspect.isclass(target):
+        return {**docstring_meanings(target.__doc__), **docstring_meanings(target.__init__.__doc__)}
+    return docstring_meanings(getattr(target, "__doc__", None))
 
 
 _SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection)

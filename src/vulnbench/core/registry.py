@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from vulnbench.core.errors import ConfigError
+from vulnbench.core.plugins import load_plugins
 
 T = TypeVar("T")
 
@@ -28,6 +29,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        load_plugins()
         try:
             return self._items[name]
         except KeyError:
@@ -39,9 +41,11 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {name!r} (known: {', '.join(self.names())}){hint}"
 
     def names(self) -> list[str]:
+        load_plugins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        load_plugins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -5,7 +5,7 @@ Three sources, all yielding a `LesionSet` (images of any size, label, lesion id,
 * `synthetic_lesions`: seeded synthetic images (vulnbench.img.synthetic), nothing to download;
 * `folder`: the user's own images, one sub-folder per class;
 * `isic2019`: the ISIC 2019 training set, MEL vs NV only (the closest stable proxy of the 2019 ISIC-archive dump the
-  paper used, spec §14); only the MEL/NV JPEGs are streamed out of the 9 GB zip.
+  paper used); only the MEL/NV JPEGs are streamed out of the 9 GB zip.
 
 `prepare_images` resizes once to the model's input size and writes a manifest whose split is grouped by lesion id:
 the upstream code split images at random, so a second photo of a training lesion could land in the validation set.
@@ -159,6 +159,15 @@ class SyntheticLesions(ImageDataset):
 
     def __init__(self, n_images: int = 240, seed: int = 0, melanoma_fraction: float = 0.4, difficulty: float = 0.35,
                  image_size: int = 299) -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            n_images: number of synthetic images (about 1/5 are second photos of a lesion)
+            seed: seed of the synthetic images; defaults to the top-level seed
+            melanoma_fraction: share of melanoma-like images
+            difficulty: class overlap: the best achievable accuracy is 1 − difficulty/2 (0.825 at 0.35)
+            image_size: side in px the images are drawn at (the dataset's image_size key)
+        """
         self.n_images = n_images
         self.seed = seed
         self.melanoma_fraction = melanoma_fraction
@@ -189,6 +198,11 @@ class FolderDataset(ImageDataset):
     name = "folder"
 
     def __init__(self, path: str | None = None) -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            path: folder with melanoma/ and nevus/ (or naevus/) sub-folders; optional lesions.csv (required)
+        """
         self.path = path
 
     def load(self, dest_dir: Path | None = None) -> LesionSet:
@@ -299,6 +313,21 @@ class Isic2019(ImageDataset):
                  input_checksum: str | None = None, groundtruth_checksum: str | None = None,
                  metadata_checksum: str | None = None, retries: int = 3, timeout: float = 60.0,
                  max_images: int | None = None, seed: int = 0, root: str | None = None) -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            input_url: URL of ISIC_2019_Training_Input.zip (9 GB; only the MEL and NV images are extracted)
+            groundtruth_url: URL of ISIC_2019_Training_GroundTruth.csv (diagnosis labels)
+            metadata_url: URL of ISIC_2019_Training_Metadata.csv (lesion ids for the grouped split)
+            input_checksum: digest of the image zip ('sha256:…' or 'md5:…'); null: not verified, its sha256 logged
+            groundtruth_checksum: digest of the ground-truth CSV; null: not verified, its sha256 logged
+            metadata_checksum: digest of the metadata CSV; null: not verified, its sha256 logged
+            retries: download attempts in all, per file
+            timeout: seconds to wait for the next byte of a download (also the stall rule's window)
+            max_images: keep a seeded class-stratified subsample of this many images (at least 2); null: all
+            seed: seed of the max_images subsample; defaults to the top-level seed
+            root: folder already holding the three ISIC 2019 files: nothing is downloaded
+        """
         self.input_url = input_url
         self.groundtruth_url = groundtruth_url
         self.metadata_url = metadata_url

@@ -2,9 +2,9 @@
 
 Why these choices:
 * Every torch architecture is built with `weights=None`; ImageNet weights only come from a local checkpoint file the
-  user names, because torchvision's download is unreachable offline and must never happen implicitly (spec §2.1).
+  user names, because torchvision's download is unreachable offline and must never happen implicitly.
 * `transform_input` is an explicit architecture argument stored in the checkpoint (default False), so training,
-  evaluation and attacks all see the same input convention (spec §17 hazard #1: upstream trained with True and
+  evaluation and attacks all see the same input convention (upstream trained with True and
   attacked with False).
 * A model scores uint8 images of exactly its `image_size`; resizing is the data pipeline's business, so that the
   attacked 8-bit image is exactly what the model sees.
@@ -312,6 +312,17 @@ def inception_v3(image_size: int = 299, weights: str | Path | None = None, trans
 
     `aux_logits=None` keeps the auxiliary head only where it can run (>= 299 px); `init_weights=False` skips
     torchvision's slow truncated-normal init (the default PyTorch init is used instead).
+
+    Args:
+        image_size: side in px of the square input (set from the dataset's image_size, not a model key)
+        weights: local state dict to start from (set by the training keys, not a model key)
+        transform_input: torchvision's transform_input: re-map ImageNet-normalised input to Inception's convention
+        aux_logits: auxiliary classifier head; null: on iff image_size ≥ 299 (true below 299 is an error)
+        dropout: dropout probability before the final fully connected layer
+        init_weights: torchvision's truncated-normal init (true) or PyTorch's default (false); without a weights file
+        seed: seed of the random initialisation (the top-level seed)
+        device: torch device (images: device)
+        batch_size: images per forward pass when scoring
     """
     if aux_logits is None:
         aux_logits = isinstance(image_size, int) and image_size >= INCEPTION_AUX_MIN_SIZE
@@ -331,6 +342,15 @@ def mobilenet_v3_small(image_size: int = 224, weights: str | Path | None = None,
 
     Batch-norm momentum defaults to PyTorch's 0.1 rather than torchvision's 0.01: with the few hundred steps of a
     small training set, 0.01 leaves the eval-mode running statistics near their initial values (chance accuracy).
+
+    Args:
+        image_size: side in px of the square input (set from the dataset's image_size, not a model key)
+        weights: local state dict to start from (set by the training keys, not a model key)
+        dropout: dropout probability in the classifier head
+        bn_momentum: batch-norm running-statistics momentum (PyTorch's 0.1, not torchvision's 0.01)
+        seed: seed of the random initialisation (the top-level seed)
+        device: torch device (images: device)
+        batch_size: images per forward pass when scoring
     """
     return _build_torch("mobilenet_v3_small", image_size, weights=weights, seed=seed, device=device,
                         batch_size=batch_size, init_weights=True, dropout=float(dropout),
@@ -426,7 +446,16 @@ class OnnxImageModel:
 @IMAGE_MODELS.register("onnx")
 def onnx(path: str, input_layout: str = "NCHW", normalize: bool = True, image_size: int | None = None,
          input_name: str | None = None, batch_size: int = 64) -> OnnxImageModel:
-    """An external ONNX classifier (outputs logits, class 0 = melanoma) as a black box."""
+    """An external ONNX classifier (outputs logits, class 0 = melanoma) as a black box.
+
+    Args:
+        path: ONNX model file (required; 2 logits, class 0 = melanoma), run on CPU by onnxruntime
+        input_layout: tensor layout the ONNX model expects: NCHW or NHWC
+        normalize: apply ImageNet mean/std normalisation to [0, 1] inputs before the ONNX model
+        image_size: side in px the model expects; null: the dataset's image_size
+        input_name: ONNX input to feed; null: the model's only input
+        batch_size: images per onnxruntime call when scoring
+    """
     return OnnxImageModel(path, input_layout=input_layout, normalize=normalize, image_size=image_size,
                           input_name=input_name, batch_size=batch_size)
 
@@ -541,6 +570,23 @@ def train_image_model(name: str, train_images: np.ndarray, train_labels: Sequenc
 
     Replicate 1 = defaults; replicate 2 = `color_jitter=True`. Identical seed → identical weights on CPU.
     Train images may be any size (RandomResizedCrop sizes them); validation images get Resize + CenterCrop.
+
+    Args:
+        epochs: training epochs; the epoch with the best validation accuracy is kept
+        batch_size: images per SGD mini-batch during training
+        lr: SGD learning rate
+        momentum: SGD momentum (no weight decay, no schedule)
+        aux_weight: weight of Inception's auxiliary-head loss (only with the aux head, i.e. ≥ 299 px)
+        color_jitter: add ColorJitter(hue=0.4) to the training augmentation (replicate 2)
+        image_size: side in px of the training crops (the dataset's image_size, not a model key)
+        crop_scale: [low, high] area fraction of the training RandomResizedCrop
+        weights: local state dict (e.g. ImageNet) to fine-tune from, heads re-initialised; null: random initialisation
+        model_params: the architecture's own parameters (the model entry's other keys)
+        seed: seed of initialisation, augmentation and batch order (the top-level seed)
+        device: torch device (images: device)
+        threads: torch threads; null: torch's default (the rule passes its thread count)
+        progress: show a progress bar
+        log: logger of the training job
     """
     from tqdm.auto import tqdm
 

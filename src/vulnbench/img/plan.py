@@ -3,7 +3,7 @@
     images:
       datasets:   {name: {loader parameters + image_size, resize, val_fraction, test_fraction}}
       models:     {name: {architecture (default: the name), training settings, model parameters}}
-      attacks:    {fgsm | pixel | color | rotation: {grid, params, models}}
+      attacks:    {an attack of vulnbench.img.attacks (fgsm, pixel, color, rotation, …): {grid, params, models}}
       max_attack_images: 20       # melanomas of the test split attacked per job (None: all)
       systematic: {offset_kind: additive}
 
@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
@@ -33,8 +32,7 @@ from vulnbench.core.params import (
     declared_parameters,
     signature_defaults,
 )
-from vulnbench.core.registry import Registry
-from vulnbench.img.attacks.de import de_attack
+from vulnbench.img.attacks import IMAGE_ATTACKS
 from vulnbench.img.data import IMAGE_DATASETS
 from vulnbench.img.models import ARCHITECTURES, IMAGE_MODELS, train_image_model
 
@@ -48,43 +46,10 @@ SECTION_KEYS = ("datasets", "models", "attacks", "max_attack_images", "systemati
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "aux_weight", "color_jitter", "crop_scale", "weights")
 
 
-#: differential-evolution settings every DE attack takes (`de_attack`'s keywords), beside its own geometry
-DE_COMMON = ("popsize", "max_generations", "stop_confidence", "objective", "vectorized", "parity")
-
-
-@dataclass(frozen=True)
-class ImageAttackSpec:
-    """An image attack as the pipeline runs it: its own parameters, whether it needs gradients (white box)."""
-
-    parameters: tuple[str, ...]
-    white_box: bool
-    description: str
-    #: the module that runs it: its code hash decides when its jobs rerun
-    module: str = "vulnbench.img.attacks.de"
-
-
-IMAGE_ATTACKS: Registry[ImageAttackSpec] = Registry("image attack")
-IMAGE_ATTACKS.register("fgsm")(ImageAttackSpec(
-    ("eps_levels", "space"), True, "one signed-gradient step of eps_levels/255 (normalised or pixel space)",
-    "vulnbench.img.attacks.fgsm"))
-for _name, _own, _text in (
-    ("pixel", ("n_pixels",), "n-pixel attack (differential evolution)"),
-    ("color", ("delta",), "colour-balance multipliers in [1 − δ, 1 + δ] (differential evolution)"),
-    ("rotation", ("max_translation", "symmetric"), "rotation + translation (differential evolution)"),
-):
-    IMAGE_ATTACKS.register(_name)(ImageAttackSpec((*_own, *DE_COMMON), False, _text))
-
-
-def fgsm_parameters(*, eps_levels: float = 8, space: Literal["normalized", "pixel"] = "normalized") -> None:
-    """FGSM's config parameters as the image attack stage reads them: the step in 8-bit levels and the space."""
-
-
 def attack_parameters(name: str) -> dict[str, Parameter]:
-    """The declared parameters (default, type, choices) a config may set for one image attack."""
+    """The declared parameters (default, type, choices, meaning) a config may set for one image attack."""
 
-    spec = IMAGE_ATTACKS.get(name)
-    declared = declared_parameters(fgsm_parameters if spec.white_box else de_attack)
-    return {key: declared[key] for key in spec.parameters}
+    return IMAGE_ATTACKS.get(name).declared
 
 
 def images_section(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,7 +107,7 @@ def validate_images_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config images attacks: {IMAGE_ATTACKS.unknown_message(name)}")
         check_params(f"image attack {name!r}", entry, extra=ATTACK_KEYS)
         check_grid(f"image attack {name!r}", entry.get("grid") or {}, entry.get("params") or {},
-                   attack_parameters(name))
+                   attack_parameters(name), IMAGE_ATTACKS.get(name).checks)
         for model in entry.get("models") or ():
             if model not in models:
                 raise ConfigError(f"image attack {name!r}: model {model!r} is not configured under 'images: models'")
@@ -234,9 +199,9 @@ def image_model_code() -> str:
 
 @cache
 def image_attack_code(attack: str) -> str:
-    """Hash of one image attack's code and the model code it runs."""
+    """Hash of one image attack's code (its module and what that imports) and the model code it runs."""
 
-    return code_hash(IMAGE_ATTACKS.get(attack).module, IMAGE_MODEL_MODULE)
+    return code_hash(IMAGE_ATTACKS.get(attack).function, IMAGE_MODEL_MODULE)
 
 
 @cache

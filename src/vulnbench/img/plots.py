@@ -13,9 +13,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
+from PIL import Image
 
 from vulnbench.core.errors import ConfigError
 from vulnbench.core.io import atomic_path, read_table
+from vulnbench.img.attacks import attack_order
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,6 @@ IMAGE_FIGURES = {
     "panels": "original / adversarial / amplified difference for one successful example per attack",
     "perturbations": "accuracy under rotations and per-channel shifts (Supplementary Figure 1)",
 }
-ATTACK_ORDER = ("fgsm", "pixel", "color", "rotation")
 
 
 def _save(fig: plt.Figure, out: str | Path) -> None:
@@ -50,8 +51,8 @@ def plot_attacks(table: pd.DataFrame, out: str | Path) -> None:
                                                        "success_hi", "n_success", "n_attacked"])))
     frame["status"] = frame["status"].fillna("ok")
     frame["job"] = frame.apply(_job_label, axis=1)
-    jobs = list(dict.fromkeys(sorted(frame["job"], key=lambda j: (ATTACK_ORDER.index(j.split()[0])
-                                                                   if j.split()[0] in ATTACK_ORDER else 9, j))))
+    position = {name: k for k, name in enumerate(attack_order(frame["attack"].astype(str)))}
+    jobs = list(dict.fromkeys(sorted(frame["job"], key=lambda j: (position[j.split()[0]], j))))
     models = list(dict.fromkeys(frame["model"]))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(jobs) * max(1, len(models)) / 2 + 3), 4.2))
     width = 0.8 / max(1, len(models))
@@ -79,7 +80,7 @@ def plot_attacks(table: pd.DataFrame, out: str | Path) -> None:
 def plot_confidence(records: pd.DataFrame, out: str | Path) -> None:
     """Per attack: 2-D histogram of the clean P(melanoma) vs the adversarial P(nevus), log colour scale."""
     attacked = records[records["outcome"] != "skipped"].copy()
-    attacks = [a for a in ATTACK_ORDER if a in set(attacked["attack"])] or ["(none)"]
+    attacks = attack_order(attacked["attack"].astype(str)) or ["(none)"]
     fig, axes = plt.subplots(1, len(attacks), figsize=(3.3 * len(attacks) + 0.8, 3.4), squeeze=False)
     bins = np.linspace(0.5, 1.0, 11), np.linspace(0.0, 1.0, 11)
     image = None
@@ -107,7 +108,7 @@ def plot_panels(records: pd.DataFrame, manifests: Mapping[str, str | Path], out:
     chosen = []
     ok = records[(records["outcome"] == "success") & records["adversarial_path"].notna()] if (
         "adversarial_path" in records) else records.iloc[:0]
-    for attack in ATTACK_ORDER:
+    for attack in attack_order(ok["attack"].astype(str)):
         sub = ok[ok["attack"] == attack]
         if len(sub):
             chosen.append(sub.sort_values("adversarial_probability", ascending=False).iloc[0])
@@ -117,8 +118,6 @@ def plot_panels(records: pd.DataFrame, manifests: Mapping[str, str | Path], out:
             ax.axis("off")
         axes[0][1].text(0.5, 0.5, "no successful attack to show", ha="center", va="center")
     for row, record in zip(axes, chosen, strict=False):
-        from PIL import Image
-
         original_path = Path(manifests[record["dataset"]]).parent / "images" / f"{record['image']}.png"
         adversarial_path = Path(record["adversarial_path"])
         with Image.open(original_path) as a, Image.open(adversarial_path) as b:

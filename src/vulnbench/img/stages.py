@@ -14,15 +14,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from vulnbench.core.errors import DataError
+from vulnbench.core.errors import DataError, VulnbenchError
 from vulnbench.core.io import atomic_path, read_json, read_table, write_json, write_table
-from vulnbench.core.jobs import keep_freed_memory, mode_label, use_threads, versions
+from vulnbench.core.jobs import JOB_FAILED, keep_freed_memory, mode_label, use_threads, versions, write_failed_result
 from vulnbench.core.seeding import job_seed
-from vulnbench.img.attacks.de import attack_images
-from vulnbench.img.attacks.fgsm import fgsm
+from vulnbench.img.attacks import attack_images, attack_order
 from vulnbench.img.attacks.systematic import apply_transform, systematic_transforms
-from vulnbench.img.base import MELANOMA, softmax
+from vulnbench.img.base import softmax
 from vulnbench.img.data import get_image_dataset, prepare_images, read_manifest
 from vulnbench.img.metrics import classification_metrics, clopper_pearson
 from vulnbench.img.models import TorchImageModel, build_image_model, train_image_model
@@ -143,21 +143,26 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
     and re-classify it (`verified`: the saved file still fools the model).
 
     The attack's randomness is seeded from the config's seed and the job's `identity` (dataset, model, pid), so
-    two attacks or two grid cells never share a random stream and a rerun repeats every number."""
+    two attacks or two grid cells never share a random stream and a rerun repeats every number. An image the attack
+    stops on is a record with its reason; a problem of the whole job (an unreadable model, parameters unfit for the
+    attack) becomes the job's result with status "job_failed" and its reason, which the attack table shows."""
 
     start_image_job(threads)
     started = time.perf_counter()
-    model = load_image_model(model_path, settings["device"])
-    images, labels, frame = attack_set(manifest, settings.get("max_attack_images"))
     ident = identity or {}
     # the job's seed, recorded for every job (FGSM draws no random numbers and leaves it unused)
     seed = job_seed(int(settings["seed"]), "img", ident.get("dataset"), ident.get("model"), attack, ident.get("pid"))
-    if attack == "fgsm":
-        records, adversarials = _fgsm_records(model, images, params, fgsm)
-    else:
-        records, adversarials = attack_images(model, images, labels, attack, seed=seed, **dict(params))
     out_dir = Path(out_images)
     out_dir.mkdir(parents=True, exist_ok=True)
+    job = {"arm": "img", **dict(ident), "attack": attack, "params": _plain(dict(params)), "seed": seed,
+           "versions": versions(), "images_dir": os.path.relpath(out_dir, Path(out_result).parent)}
+    try:
+        model = load_image_model(model_path, settings["device"])
+        images, labels, frame = attack_set(manifest, settings.get("max_attack_images"))
+        records, adversarials = attack_images(model, images, labels, attack, seed=seed, **dict(params))
+    except VulnbenchError as error:
+        write_failed_result(out_result, job, error)
+        return
     for record, adversarial, name in zip(records, adversarials, frame["image"], strict=True):
         record["image"] = str(name)
         record["verified"] = None
@@ -180,58 +185,18 @@ def run_image_attack(manifest: str | Path, model_path: str | Path, attack: str, 
                "success_lo": low, "success_hi": high,
                "mean_forward": float(np.mean([r["n_forward"] for r in attacked])) if attacked else 0.0,
                "runtime_s": time.perf_counter() - started}
-    job = {"arm": "img", **dict(identity or {}), "attack": attack, "params": _plain(dict(params)), "seed": seed,
-           "versions": versions(), "images_dir": os.path.relpath(out_dir, Path(out_result).parent)}
     write_json(out_result, {"job": job, "summary": _plain(summary), "records": _plain(records)})
 
     log.info("%s: %d of %d attacked melanomas flipped (%d still fooled after saving)", attack, n_success,
              len(attacked), summary["n_verified"])
 
 
-def _fgsm_records(model: Any, images: np.ndarray, params: Mapping[str, Any],
-                  fgsm: Any) -> tuple[list[dict[str, Any]], list[np.ndarray | None]]:
-    """FGSM on the correctly classified melanomas only (as the DE attacks), records in the same shape."""
-
-    eps = float(params.get("eps_levels", 8)) / 255.0
-    space = str(params.get("space", "normalized"))
-    clean = softmax(model.logits(images)) if len(images) else np.empty((0, 2))
-    predicted = clean.argmax(axis=1)
-    chosen = np.flatnonzero(predicted == MELANOMA)
-    adversarial, info = fgsm(model, images[chosen], eps, space) if chosen.size else (images[:0], None)
-    records: list[dict[str, Any]] = []
-    adversarials: list[np.ndarray | None] = []
-    position = {int(i): k for k, i in enumerate(chosen)}
-    for index in range(len(images)):
-        record: dict[str, Any] = {"attack": "fgsm", "original_class": model.classes[int(predicted[index])],
-                                  "original_probability": float(clean[index].max()), "n_forward": 0,
-                                  "n_generations": 0, "params": None, "confident_success": False}
-        if index not in position:
-            record.update(outcome="skipped", reason="incorrect class", adversarial_class=None,
-                          adversarial_probability=None)
-            adversarials.append(None)
-        else:
-            k = position[index]
-            flipped = bool(info["flipped"][k])
-            record.update(outcome="success" if flipped else "failed", reason=None, n_forward=2,
-                          adversarial_class=model.classes[int(info["adversarial_class"][k])],
-                          adversarial_probability=float(1.0 - softmax(model.logits(adversarial[k][None]))[0][0]),
-                          linf_levels=int(info["linf_levels"][k]))
-            record["confident_success"] = flipped and record["adversarial_probability"] > 0.9
-            adversarials.append(adversarial[k])
-        records.append(record)
-    return records, adversarials
-
-
 def _save_png(image: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as handle:
         return np.asarray(handle.convert("RGB"))
 
@@ -275,7 +240,8 @@ def run_img_metrics_table(metrics_files: Sequence[str | Path], out_table: str | 
 def img_attack_tables(result_files: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Supplementary Table 2: successful attacks per attack × model (one row per job), plus every image's record.
 
-    Built from each result's `job` (its identity, grid cell and parameters), never from its path."""
+    Built from each result's `job` (its identity, grid cell and parameters), never from its path; attacks in the
+    registry's order (`attack_order`). A job that stopped on bad input is one row with its `status` and `reason`."""
 
     rows, records = [], []
     for path in result_files:
@@ -284,6 +250,10 @@ def img_attack_tables(result_files: Sequence[str | Path]) -> tuple[pd.DataFrame,
         if not isinstance(job, Mapping) or not {"dataset", "model", "attack", "pid"} <= set(job):
             raise DataError(f"{path} holds no job identity (written by an older vulnbench): delete it to rerun the job")
         identity = {key: job[key] for key in ("dataset", "model", "attack", "pid")}
+        if entry.get("status") == JOB_FAILED:  # stopped on bad input: one status row, no records
+            rows.append({**identity, "mode": mode_label(job.get("grid") or {}), "status": JOB_FAILED,
+                         "reason": entry.get("reason", "")})
+            continue
         rows.append({**identity, "mode": mode_label(job.get("grid") or {}), **entry["summary"], "status": "ok",
                      "reason": ""})
         images_dir = Path(path).parent / job.get("images_dir", "images")
@@ -292,6 +262,9 @@ def img_attack_tables(result_files: Sequence[str | Path]) -> tuple[pd.DataFrame,
                         **({"adversarial_path": (images_dir / r["adversarial_file"]).as_posix()}
                            if r.get("adversarial_file") else {})}
                        for r in entry["records"])
+    position = {name: k for k, name in enumerate(attack_order([row["attack"] for row in rows]))}
+    rows.sort(key=lambda row: position[row["attack"]])  # stable: jobs of one attack keep their order
+    records.sort(key=lambda record: position[record["attack"]])
     return pd.DataFrame(rows), pd.DataFrame(records)
 
 

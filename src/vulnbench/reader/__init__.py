@@ -1,4 +1,4 @@
-"""The dermoscopy reader study (spec §12): build a blinded image set, collect dermatologists' answers, analyse them.
+"""The dermoscopy reader study: build a blinded image set, collect dermatologists' answers, analyse them.
 
 study: sample + shuffle + anonymise the images and write the key (manifest.csv), never replacing a study that holds
 answers; answers: the readers' answer files (format, forgiving reading, one locked writer per reader); app: a local

@@ -4,7 +4,7 @@ With binary answers a reader's ROC has one operating point, so AUC = (sensitivit
 Mann–Whitney AUC with ties counted ½). Intervals: DeLong's method is the main one; a seeded stratified bootstrap is
 reported beside it. Pooled rows contain every reader's answer to the same images, which are not independent: their
 DeLong variance is Obuchowski's (1997) clustered form with the image as cluster, and their bootstrap resamples
-images, not answers. The effect test follows the study's design (spec §12): logistic regression of a correct answer
+images, not answers. The effect test follows the study's design: logistic regression of a correct answer
 on reader and truth (fixed effects) plus "adversarial", with the Wald p of "adversarial".
 """
 

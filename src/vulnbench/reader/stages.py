@@ -24,6 +24,19 @@ READER_STUDY_DEFAULTS: dict[str, Any] = {
     "answers": None,  # a folder of real readers' CSVs (from `vulnbench reader-study serve`); None: simulated readers
     "n_readers": 5, "sensitivity": 0.8, "specificity": 0.75, "adversarial_effect": 0.0,  # simulated readers
 }
+#: what each setting means (the reference in config/README.md and the JSON schema are generated from it)
+READER_STUDY_MEANINGS: dict[str, str] = {
+    "model": "configured image model whose successful DE attacks are shown (null: the first configured model)",
+    "attacks": "image attacks whose successful adversarial images are included (the paper's three DE attacks; "
+               "fgsm may be added)",
+    "n_per_condition": "clean images and images per attack shown (the paper: 102 clean, 34 per attack)",
+    "answers": "folder of real readers' answer CSVs (from `vulnbench reader-study serve`); null: simulated readers",
+    "n_readers": "number of simulated readers (when answers is null)",
+    "sensitivity": "probability that a simulated reader answers a melanoma correctly",
+    "specificity": "probability that a simulated reader answers a naevus correctly",
+    "adversarial_effect": "added to the log-odds of a simulated reader's correct answer on adversarial images "
+                          "(0: not fooled; negative: fooled)",
+}
 
 
 def reader_study_settings(section: Mapping[str, Any], models: list[str]) -> dict[str, Any]:

@@ -24,7 +24,9 @@ from vulnbench.core.io import atomic_path, read_table, write_table
 CGD_LOW, CGD_HIGH = 0.3, 1.5
 
 
-def _ok(table: pd.DataFrame) -> pd.DataFrame:
+def _ok(table: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """The rows of attacked clusters; `columns` exist even when every job of the table stopped on bad input."""
+    table = table.reindex(columns=list(dict.fromkeys([*table.columns, "cluster", *columns])))
     return table[table["status"] == "ok"] if "status" in table else table
 
 
@@ -33,17 +35,17 @@ def comparison_table(tables: Mapping[str, str | Path]) -> pd.DataFrame:
     "cgd genes α=ε=<x>"), value; from whichever of the attack tables exist."""
     parts = []
     if "single_gene" in tables and Path(tables["single_gene"]).is_file():
-        sg = _ok(read_table(tables["single_gene"]))
+        sg = _ok(read_table(tables["single_gene"]), "mode", "n_genes_flipping")
         parts.append(pd.DataFrame({"classifier": sg["classifier"], "cluster": sg["cluster"],
                                    "measure": "single-gene flips · " + sg["mode"].astype(str),
                                    "value": sg["n_genes_flipping"].astype(float)}))
     if "max_change" in tables and Path(tables["max_change"]).is_file():
-        mc = _ok(read_table(tables["max_change"]))
+        mc = _ok(read_table(tables["max_change"]), "mode", "signature_size")
         parts.append(pd.DataFrame({"classifier": mc["classifier"], "cluster": mc["cluster"],
                                    "measure": "max-change signature · " + mc["mode"].astype(str),
                                    "value": mc["signature_size"].astype(float)}))
     if "cgd" in tables and Path(tables["cgd"]).is_file():
-        cgd = _ok(read_table(tables["cgd"]))
+        cgd = _ok(read_table(tables["cgd"]), "alpha", "epsilon", "switched", "nbModifiedGenes")
         for intensity in (CGD_LOW, CGD_HIGH):
             rows = cgd[np.isclose(cgd["alpha"].astype(float), intensity)
                        & np.isclose(cgd["epsilon"].astype(float), intensity)]

@@ -222,6 +222,15 @@ def detectability(
     CGD low / high: α = ε = `cgd_low` / `cgd_high` on the top `cgd_genes` signature genes. `adata` holds the
     cells to attack (the held-out split, log-normalised); `labels` are their clusters. The table has one row per
     copy (original first): the model's new label, genes changed, mean |Δ| per changed value and visibility.
+
+    Args:
+        single_gene_method: modification of the single-gene copy (the first flipping gene, modified alone)
+        max_change_method: modification applied to the whole max-change gene set
+        cgd_low: α = ε of the low-intensity CGD copy
+        cgd_high: α = ε of the high-intensity CGD copy (at least cgd_low)
+        cgd_genes: number of top signature genes both CGD copies walk through
+        seed: seed of the four attacks and the PCA (its own default 0; the top-level seed is not used)
+        markers: genes of the DotPlot (default: 14 classic PBMC markers; top signature genes if none is present)
     """
     if not 0 < float(cgd_low) <= float(cgd_high):
         raise ConfigError(f"cgd_low and cgd_high must satisfy 0 < cgd_low ≤ cgd_high, got {cgd_low}, {cgd_high}")

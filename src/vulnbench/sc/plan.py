@@ -39,6 +39,23 @@ SPLIT_KEYS = {"test_size": 0.5, "min_cells_per_type": 5, "drop_labels": []}
 CLASSIFIER_KEYS = ("label_map",)
 #: attack keys besides the parameter grid
 ATTACK_KEYS = ("grid", "params", "clusters", "classifiers")
+#: what each of these keys means (the reference in config/README.md and the JSON schema are generated from them)
+SPLIT_MEANINGS = {
+    "test_size": "fraction of cells held out (stratified by label); classifiers are scored and attacked on them",
+    "min_cells_per_type": "cell types with fewer cells are dropped before the split (logged)",
+    "drop_labels": "labels whose cells are removed before the split, e.g. [UNDETERMINED]",
+}
+CLASSIFIER_KEY_MEANINGS = {
+    "label_map": "{predicted label: dataset label} for methods whose vocabulary is not the dataset's (scType's "
+                 "marker types); used by the accuracy table only",
+}
+ATTACK_KEY_MEANINGS = {
+    "grid": "parameter: [values]; every combination is one job (id key~value_…); a key 'a,b' takes [a, b] pairs "
+            "that vary together",
+    "params": "fixed parameter values for every job of this attack (a key cannot also be in grid)",
+    "clusters": "'all' (default) or a list of cluster (cell type) names of the held-out cells to attack",
+    "classifiers": "restrict the attack to these configured classifiers (default: all)",
+}
 def _section(config: Mapping[str, Any], key: str) -> dict[str, Any]:
     section = config.get(key)
     if not isinstance(section, Mapping) or not section:

@@ -23,7 +23,7 @@ from vulnbench.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-#: R packages that Debian 12 ships, and their Debian package names (see specs/sc-classifiers.md §6)
+#: R packages that Debian 12 ships, and their Debian package names
 DEBIAN_PACKAGES = {
     "SingleR": "r-bioc-singler",
     "SingleCellExperiment": "r-bioc-singlecellexperiment",

@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from vulnbench.core.errors import DataError, VulnbenchError
 from vulnbench.core.io import atomic_path, read_json, write_json, write_table
-from vulnbench.core.jobs import mode_label, use_threads, versions
+from vulnbench.core.jobs import JOB_FAILED, mode_label, use_threads, versions, write_failed_result
 from vulnbench.core.params import signature_defaults
 from vulnbench.core.seeding import job_seed
 from vulnbench.sc.attacks import ATTACKS
@@ -87,16 +87,28 @@ def run_train(prepared: str | Path, classifier: str, params: Mapping[str, Any], 
 def run_attack(prepared: str | Path, model_path: str | Path, attack: str, params: Mapping[str, Any],
                clusters: str | Sequence[str], output: str | Path, identity: Mapping[str, Any],
                params_out: str | Path | None = None, threads: int | None = None) -> None:
-    """Attack every requested cluster of the test split; an expected failure becomes a status row.
+    """Attack every requested cluster of the test split; an expected failure becomes a status row: of its cluster,
+    or of the whole job when its input is bad (an unknown cluster or gene, an unreadable model).
 
     Every random choice is seeded from the config's seed (`identity["seed"]`) and the job's identity, per cluster
     (so a cluster's result does not depend on which other clusters the job attacks), unless the config fixes the
     attack's own `seed`."""
-
     use_threads(threads)
-    spec = ATTACKS.get(attack)
     if params_out is not None:
         write_json(params_out, {**identity, "attack": attack, "params": dict(params)})
+    job = {"arm": "sc", **identity, "attack": attack, "params": dict(params), "versions": versions()}
+    try:
+        records = _attack_clusters(prepared, model_path, attack, params, clusters, identity)
+    except VulnbenchError as error:
+        write_failed_result(output, job, error)
+        return
+    write_json(output, {"job": job, "status": "ok", "records": records})
+
+
+def _attack_clusters(prepared: str | Path, model_path: str | Path, attack: str, params: Mapping[str, Any],
+                     clusters: str | Sequence[str], identity: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One record per requested cluster (its summary, or its own failure); raises on a problem of the whole job."""
+    spec = ATTACKS.get(attack)
     data = read_prepared(prepared, split="test")
     labels = data.obs["label"].astype(str).to_numpy()
     where = f"attack {attack!r} on dataset {identity.get('dataset')!r}"
@@ -123,8 +135,7 @@ def run_attack(prepared: str | Path, model_path: str | Path, attack: str, params
             record.update(status="failed", reason=str(exc))
         record["runtime_s"] = time.perf_counter() - started
         records.append(record)
-    job = {"arm": "sc", **identity, "attack": attack, "params": dict(params), "versions": versions()}
-    write_json(output, {"job": job, "records": records})
+    return records
 
 
 def job_columns(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,7 +148,8 @@ def job_columns(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def collect_results(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Long table: one row per (job, cluster), identity and parameters first, read from each result's `job`."""
+    """Long table: one row per (job, cluster), identity and parameters first, read from each result's `job`; a job
+    that stopped on bad input is one row with its `status` and `reason`."""
     rows = []
     for path in paths:
         payload = read_json(path)
@@ -145,8 +157,13 @@ def collect_results(paths: Sequence[str | Path]) -> pd.DataFrame:
         if not isinstance(job, Mapping):
             raise DataError(f"{path} holds no job identity (written by an older vulnbench): delete it to rerun the job")
         identity = job_columns(job)
+        if payload.get("status") == JOB_FAILED:
+            rows.append({**identity, "status": JOB_FAILED, "reason": payload.get("reason", "")})
         rows.extend({**identity, **record} for record in payload.get("records", []))
-    return pd.DataFrame(rows)
+    # columns in the order of a finished job's rows, whichever job comes first
+    finished = [row for row in rows if row.get("status") != JOB_FAILED]
+    columns = dict.fromkeys(key for row in [*finished, *rows] for key in row)
+    return pd.DataFrame(rows, columns=list(columns))
 
 
 def run_aggregate(attack: str, results: Sequence[str | Path], output: str | Path) -> None:

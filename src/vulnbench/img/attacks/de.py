@@ -1,4 +1,5 @@
-"""Differential-evolution attacks on a melanoma classifier: 3-pixel, colour balance, rotation + translation (§4–§7).
+"""The differential-evolution engine of the black-box image attacks (pixel, colour, rotation, one module
+each); an attack module gives it a `DESearch` (its bounds and batched renderer).
 
 Upstream minimised P(original class) with scipy's `differential_evolution`, rendering and scoring one candidate per
 forward pass, and stopped from a callback that re-scored the best member. Two modes here:
@@ -12,12 +13,12 @@ forward pass, and stopped from a callback that re-scored the best member. Two mo
 
 Both modes use deferred updating, so the vectorised objective (a whole population rendered and scored in one batched
 call per generation) and the scalar one (one candidate per forward, as upstream) walk the same RNG path and give the
-same result. Seeded always (`rng=seed`), so runs repeat.
+same result. Seeded always (`rng=seed`), so runs repeat. A forward-pass budget (`max_forward`) caps the generations
+(fixed mode) and, in either mode, stops the search before the model would score one image too many.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -27,14 +28,10 @@ from scipy.optimize import differential_evolution
 from scipy.special import expit
 
 from vulnbench.core.errors import ConfigError, DataError
-from vulnbench.core.registry import Registry
-from vulnbench.img.attacks import render
+from vulnbench.img.attacks.base import AttackedImage, softmax32
 from vulnbench.img.base import MELANOMA, ImageModel
-from vulnbench.img.metrics import melanoma_indicator
 
-log = logging.getLogger(__name__)
-
-#: scipy settings of upstream's `differential_evolution` call (spec §4)
+#: scipy settings of upstream's `differential_evolution` call
 UPSTREAM_POPSIZE = 20  # a multiplier: population = popsize × number of parameters
 UPSTREAM_MAXITER = 600  # never reached upstream: the callback stops first
 DE_SETTINGS: dict[str, Any] = {"strategy": "best1bin", "mutation": (0.5, 1), "recombination": 0.7,
@@ -44,34 +41,37 @@ OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# the three attacks
+# what an attack module gives the engine, and the settings every DE attack shares
 
 
 @dataclass(frozen=True)
-class DEAttack:
+class DESearch:
     """How one attack searches: DE bounds for an image, a batched renderer, whether fixed mode searches integers."""
 
-    bounds: Callable[..., list[tuple[float, float]]]  # (height, width, options, parity) → [(lo, hi), ...]
+    name: str
+    bounds: Callable[[int, int, bool], list[tuple[float, float]]]  # (height, width, parity) → [(lo, hi), ...]
     render: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image, (S, N) params) → (S, H, W, 3) uint8
     integral_in_fixed_mode: bool
 
 
-@dataclass(frozen=True)
-class AttackOptions:
-    n_pixels: int = 3
-    delta: float = 0.1
-    max_translation: float | None = None
-    symmetric: bool = False
+def de_settings(*, popsize: int | None = None, max_generations: int = 20, stop_confidence: float = 0.9,
+                objective: Objective = "probability", vectorized: bool = True, parity: bool = False,
+                max_forward: int | None = None) -> None:
+    """The differential-evolution settings every DE attack takes beside its own geometry (`de_attack`'s keywords).
+
+    Args:
+        popsize: scipy's population multiplier: population = popsize × number of parameters (null: upstream's 20)
+        max_generations: generations at most (parity mode: upstream's off-by-one, max_generations + 1)
+        stop_confidence: stop once P(target class) exceeds it (in [0.5, 1]; a success above it is 'confident')
+        objective: probability: P(original class), as upstream (saturates on confident images); margin: logit gap
+        vectorized: render and score a whole population per model call (same result as one candidate per call)
+        parity: upstream's search (half-open bounds, L-BFGS-B polish, the callback's extra forward per generation)
+        max_forward: forward-pass budget per image (null: none beyond popsize and max_generations)
+    """
 
 
-#: attack names users put in the config
-DE_ATTACKS: Registry[DEAttack] = Registry("DE attack")
-DE_ATTACKS.register("pixel")(DEAttack(
-    lambda h, w, o, parity: render.pixel_bounds(h, w, o.n_pixels, parity), render.render_pixels, True))
-DE_ATTACKS.register("color")(DEAttack(lambda h, w, o, parity: render.color_bounds(o.delta), render.render_color, False))
-DE_ATTACKS.register("rotation")(DEAttack(
-    lambda h, w, o, parity: render.rotation_bounds(min(h, w), o.max_translation, o.symmetric),
-    render.render_rotation_translation, False))
+class BudgetSpent(Exception):
+    """The next model call would score more images than the forward-pass budget allows (stops the search)."""
 
 
 @dataclass(frozen=True)
@@ -99,27 +99,24 @@ class DEResult:
 # scoring
 
 
-def softmax32(logits: np.ndarray) -> np.ndarray:
-    """Softmax in float32, as upstream's NumPy softmax of float32 logits: what makes confident images saturate at
-    exactly 1.0 (spec §4 "Saturation")."""
-    z = np.asarray(logits, dtype=np.float32)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 class _Scorer:
     """The DE objective: renders candidates, scores them in batches, counts every image scored and remembers the
     lowest-energy candidate with its logits (so fixed mode needs no forward pass to report the result)."""
 
-    def __init__(self, model: ImageModel, image: np.ndarray, attack: DEAttack, objective: str,
-                 batch_size: int) -> None:
+    def __init__(self, model: ImageModel, image: np.ndarray, attack: DESearch, objective: str,
+                 batch_size: int, max_forward: int | None = None) -> None:
         self.model, self.image, self.attack = model, image, attack
         self.original, self.target = MELANOMA, 1 - MELANOMA  # set from the clean prediction before the search
-        self.objective, self.batch_size = objective, batch_size
+        self.objective, self.batch_size, self.max_forward = objective, batch_size, max_forward
         self.n_forward = 0
         self.best_energy, self.best_x, self.best_logits = np.inf, np.empty(0), np.empty(0)
 
+    def affords(self, n: int) -> bool:
+        return self.max_forward is None or self.n_forward + n <= self.max_forward
+
     def logits(self, images: np.ndarray) -> np.ndarray:
+        if not self.affords(len(images)):
+            raise BudgetSpent
         out = np.asarray(self.model.logits(images), dtype=np.float32)
         self.n_forward += len(images)
         if out.shape != (len(images), 2) or not np.isfinite(out).all():
@@ -140,6 +137,11 @@ class _Scorer:
         out = np.empty(len(population))
         for start in range(0, len(population), self.batch_size):  # chunks only bound memory
             chunk = population[start : start + self.batch_size]
+            if not self.affords(len(chunk)):  # score what the budget allows (as one by one would), then stop
+                left = int(self.max_forward or 0) - self.n_forward
+                if left > 0:
+                    self.energies(chunk[:left])
+                raise BudgetSpent
             logits = self.logits(self.attack.render(self.image, chunk))
             out[start : start + len(chunk)] = energies = self.energies_of(logits)
             best = int(np.argmin(energies))
@@ -160,7 +162,7 @@ class _Scorer:
 
 
 def _check_options(model: ImageModel, objective: str, stop_confidence: float, max_generations: int,
-                   batch_size: int, popsize: int | None) -> None:
+                   batch_size: int, popsize: int | None, max_forward: int | None) -> None:
     if len(model.classes) != 2:
         raise ConfigError(f"DE attacks need a two-class model (melanoma, nevus); got classes {model.classes}")
     if objective not in OBJECTIVES:
@@ -173,6 +175,8 @@ def _check_options(model: ImageModel, objective: str, stop_confidence: float, ma
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if popsize is not None and popsize < 1:
         raise ConfigError(f"popsize must be >= 1, got {popsize}")
+    if max_forward is not None and max_forward < 1:
+        raise ConfigError(f"max_forward must be >= 1 or null, got {max_forward}")
 
 
 def _check_image(image: np.ndarray, model: ImageModel) -> np.ndarray:
@@ -183,121 +187,113 @@ def _check_image(image: np.ndarray, model: ImageModel) -> np.ndarray:
     return array
 
 
-def de_attack(model: ImageModel, image: np.ndarray, attack: str, *, n_pixels: int = 3, delta: float = 0.1,
-              max_translation: float | None = None, symmetric: bool = False, popsize: int | None = None,
+def de_attack(model: ImageModel, image: np.ndarray, search: DESearch, *, popsize: int | None = None,
               max_generations: int = 20, stop_confidence: float = 0.9, objective: Objective = "probability",
-              vectorized: bool = True, parity: bool = False, seed: int = 0, batch_size: int = 64) -> DEResult:
+              vectorized: bool = True, parity: bool = False, seed: int = 0, batch_size: int = 64,
+              max_forward: int | None = None) -> DEResult:
     """Attack one image away from the class the model predicts (the target is the other of the two classes).
 
     popsize: scipy's multiplier (None → upstream's 20), so the population is popsize × number of parameters.
     objective: "probability" = P(original class) (upstream; saturates on confident images), "margin" =
     logit[original] − logit[target] (non-saturating). vectorized: one batched model call per generation (chunked by
-    batch_size) instead of one forward per candidate; same result either way.
+    batch_size) instead of one forward per candidate; same result either way. max_forward: the search stops before
+    the model would score more images (the clean one included); the result is then the best candidate scored.
     """
-    spec = DE_ATTACKS.get(attack)
-    _check_options(model, objective, stop_confidence, max_generations, batch_size, popsize)
+    _check_options(model, objective, stop_confidence, max_generations, batch_size, popsize, max_forward)
     image = _check_image(image, model)
-    if parity and symmetric:
-        raise ConfigError("symmetric translation is a fixed-mode option; parity keeps upstream's 0..max_translation")
-    options = AttackOptions(n_pixels=n_pixels, delta=delta, max_translation=max_translation, symmetric=symmetric)
     try:
-        bounds = spec.bounds(image.shape[0], image.shape[1], options, parity)
+        bounds = search.bounds(image.shape[0], image.shape[1], parity)
     except ValueError as error:
-        raise ConfigError(f"{attack} attack: {error}") from None
+        raise ConfigError(f"{search.name} attack: {error}") from None
 
-    scorer = _Scorer(model, image, spec, objective, batch_size)
+    scorer = _Scorer(model, image, search, objective, batch_size, max_forward)
     clean = softmax32(scorer.logits(image[None]))[0]
     original = int(np.argmax(clean))
     scorer.original, scorer.target = original, 1 - original
-    seen: dict[str, Any] = {"stage": 0, "class": original, "probability": float(clean[original])}
+    seen: dict[str, Any] = {"stage": 0, "class": original, "probability": float(clean[original]), "generations": 0}
 
     def fixed_stop(intermediate_result: Any) -> bool:
+        seen["generations"] += 1
         return scorer.target_probability(float(intermediate_result.fun)) > stop_confidence
 
     def upstream_callback(intermediate_result: Any) -> bool:
         # upstream re-renders and re-scores the best member every generation (one extra forward)
+        seen["generations"] += 1
         seen["stage"] += 1
-        probabilities = softmax32(scorer.logits(spec.render(image, np.asarray(intermediate_result.x)[None])))[0]
+        probabilities = softmax32(scorer.logits(search.render(image, np.asarray(intermediate_result.x)[None])))[0]
         seen["class"] = int(np.argmax(probabilities))
         seen["probability"] = float(probabilities[seen["class"]])
         flipped = seen["class"] != original and seen["probability"] > stop_confidence
         return flipped or seen["stage"] > max_generations
 
-    result = differential_evolution(
-        scorer, bounds, **DE_SETTINGS, popsize=UPSTREAM_POPSIZE if popsize is None else popsize,
-        maxiter=UPSTREAM_MAXITER if parity else max_generations, polish=parity, rng=seed,
-        callback=upstream_callback if parity else fixed_stop, vectorized=vectorized,
-        integrality=[spec.integral_in_fixed_mode and not parity] * len(bounds))
+    try:
+        result = differential_evolution(
+            scorer, bounds, **DE_SETTINGS, popsize=UPSTREAM_POPSIZE if popsize is None else popsize,
+            maxiter=UPSTREAM_MAXITER if parity else max_generations, polish=parity, rng=seed,
+            callback=upstream_callback if parity else fixed_stop, vectorized=vectorized,
+            integrality=[search.integral_in_fixed_mode and not parity] * len(bounds))
+    except BudgetSpent:
+        return _budget_result(search, image, scorer, objective, parity, stop_confidence, original, clean,
+                              seen["generations"])
     best_x = np.asarray(result.x, dtype=np.float64)
 
     if parity:
         adversarial_class, adversarial_confidence = seen["class"], seen["probability"]
         target_probability = adversarial_confidence if adversarial_class != original else 1.0 - adversarial_confidence
     else:
-        logits = scorer.best_logits if np.array_equal(best_x, scorer.best_x) else scorer.logits(
-            spec.render(image, best_x[None]))[0]
+        if np.array_equal(best_x, scorer.best_x):
+            logits = scorer.best_logits
+        elif scorer.affords(1):
+            logits = scorer.logits(search.render(image, best_x[None]))[0]
+        else:  # no forward left to score scipy's member: report the best candidate scored
+            best_x, logits = scorer.best_x, scorer.best_logits
         probabilities = softmax32(logits[None])[0]
         adversarial_class = int(np.argmax(probabilities))
         target_probability = float(probabilities[1 - original])
     success = adversarial_class != original
     return DEResult(
-        attack=attack, objective=objective, parity=parity, success=success,
+        attack=search.name, objective=objective, parity=parity, success=success,
         confident_success=success and target_probability > stop_confidence, original_class=original,
         original_confidence=float(clean[original]), adversarial_class=adversarial_class,
         adversarial_probability=target_probability, params=best_x, n_forward=scorer.n_forward,
         n_generations=int(result.nit), energy=float(result.fun), message=str(result.message),
-        image=spec.render(image, best_x[None])[0])
+        image=search.render(image, best_x[None])[0])
+
+
+def _budget_result(search: DESearch, image: np.ndarray, scorer: _Scorer, objective: str, parity: bool,
+                   stop_confidence: float, original: int, clean: np.ndarray, generations: int) -> DEResult:
+    """The result of a search the forward-pass budget stopped: the best candidate scored (the clean image if none)."""
+    if scorer.best_x.size:
+        best_x, probabilities = scorer.best_x, softmax32(scorer.best_logits[None])[0]
+        adversarial = search.render(image, best_x[None])[0]
+    else:
+        best_x, probabilities, adversarial = scorer.best_x, clean, image.copy()
+    adversarial_class = int(np.argmax(probabilities))
+    target_probability = float(probabilities[1 - original])
+    success = adversarial_class != original
+    return DEResult(
+        attack=search.name, objective=objective, parity=parity, success=success,
+        confident_success=success and target_probability > stop_confidence, original_class=original,
+        original_confidence=float(clean[original]), adversarial_class=adversarial_class,
+        adversarial_probability=target_probability, params=best_x, n_forward=scorer.n_forward,
+        n_generations=generations, energy=float(scorer.best_energy), message="forward-pass budget spent",
+        image=adversarial)
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# a set of images
+# a batch of images, for an attack module's registered function
 
 
-def image_seed(seed: int, index: int) -> int:
-    """Each image's own DE seed, independent of which other images (shards) are attacked alongside."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
-def attack_images(model: ImageModel, images: np.ndarray, labels: Sequence[Any], attack: str, *, seed: int = 0,
-                  **options: Any) -> tuple[list[dict[str, Any]], list[np.ndarray | None]]:
-    """Attack every image labelled melanoma that the model predicts as melanoma (upstream's rule); skip the rest.
-
-    Returns one record per image (outcome "success" | "failed" | "skipped"; a skip's reason is "not melanoma" or
-    "incorrect class") and the adversarial images (the best candidate also when the attack failed; None if skipped).
-    `options` are `de_attack`'s keyword arguments. A record's n_forward is its own attack's count; the single batched
-    clean scoring of all images that decides the skips is not in it.
-    """
-
-    array = np.asarray(images)
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
-        raise DataError(f"images must be uint8 (n, H, W, 3); got {array.dtype} {array.shape}")
-    if len(labels) != len(array):
-        raise DataError(f"{len(labels)} labels for {len(array)} images")
-    DE_ATTACKS.get(attack)
-    is_melanoma = melanoma_indicator(labels).astype(bool)
-    clean = softmax32(model.logits(array)) if len(array) else np.empty((0, 2))
-    records: list[dict[str, Any]] = []
-    adversarials: list[np.ndarray | None] = []
-    for index in range(len(array)):
-        predicted = int(np.argmax(clean[index]))
-        record: dict[str, Any] = {"image": index, "attack": attack, "reason": None,
-                                  "original_class": model.classes[predicted],
-                                  "original_probability": float(clean[index, predicted])}
-        if not is_melanoma[index] or predicted != MELANOMA:
-            record.update(outcome="skipped", reason="not melanoma" if not is_melanoma[index] else "incorrect class",
-                          adversarial_class=None, adversarial_probability=None, confident_success=False,
-                          n_forward=0, n_generations=0, params=None)
-            records.append(record)
-            adversarials.append(None)
-            continue
-        result = de_attack(model, array[index], attack, seed=image_seed(seed, index), **options)
-        record.update(outcome="success" if result.success else "failed",
-                      adversarial_class=model.classes[result.adversarial_class],
-                      adversarial_probability=result.adversarial_probability,
-                      confident_success=result.confident_success, n_forward=result.n_forward,
-                      n_generations=result.n_generations, params=result.params.tolist())
-        log.info("%s attack on image %d: %s (P(target) %.3f after %d generations, %d forwards)", attack, index,
-                 record["outcome"], result.adversarial_probability, result.n_generations, result.n_forward)
-        records.append(record)
-        adversarials.append(result.image)
-    return records, adversarials
+def de_images(model: ImageModel, images: np.ndarray, seeds: Sequence[int], search: DESearch,
+              **settings: Any) -> list[AttackedImage]:
+    """`de_attack` on each image with its own seed (`settings`: `de_settings`' keywords), as the contract's records."""
+    if len(seeds) != len(images):
+        raise DataError(f"{len(seeds)} seeds for {len(images)} images")
+    out = []
+    for image, seed in zip(images, seeds, strict=True):
+        result = de_attack(model, image, search, seed=int(seed), **settings)
+        out.append(AttackedImage(
+            success=result.success, adversarial=result.image, adversarial_class=result.adversarial_class,
+            adversarial_probability=result.adversarial_probability, confident_success=result.confident_success,
+            n_forward=result.n_forward, n_generations=result.n_generations, params=result.params.tolist()))
+    return out

@@ -1,12 +1,12 @@
 """Batched renderers of the three DE attacks (a whole population per call) and their one-candidate PIL references.
 
 Every renderer takes one uint8 image (H, W, 3) and a population of parameter vectors (S, N) and returns the S
-perturbed uint8 images (S, H, W, 3) — the 8-bit space upstream perturbs (spec §3). The batched versions reproduce
+perturbed uint8 images (S, H, W, 3) — the 8-bit space upstream perturbs. The batched versions reproduce
 the upstream (PIL / NumPy) rendering bit for bit, so parity-mode scores do not depend on which path rendered them:
 
-* pixel (§5): params = d × (row, col, R, G, B), truncated to int; later pixels overwrite earlier ones.
-* colour (§6): per-channel multipliers; float64 multiply, > 255 → 255, truncate to uint8.
-* rotation + translation (§7): PIL `transform(AFFINE, (1, 0, tx, 0, 1, ty), NEAREST)` then `rotate(θ)`
+* pixel: params = d × (row, col, R, G, B), truncated to int; later pixels overwrite earlier ones.
+* colour: per-channel multipliers; float64 multiply, > 255 → 255, truncate to uint8.
+* rotation + translation: PIL `transform(AFFINE, (1, 0, tx, 0, 1, ty), NEAREST)` then `rotate(θ)`
   (counter-clockwise, nearest, black corners, no expand). The batched path composes the two nearest-neighbour maps
   into one gather per candidate, using PIL's own arithmetic: the shift goes through PIL's `ImagingScaleAffine`
   (double-precision running sums, truncation), the rotation through `affine_fixed` (16.16 fixed point, arithmetic
@@ -23,7 +23,7 @@ from PIL import Image
 
 #: one perturbed pixel = (row, col, R, G, B)
 PIXEL_FIELDS = 5
-#: upstream's attacked image size and translation bound at that size (spec §7)
+#: upstream's attacked image size and translation bound at that size
 UPSTREAM_SIZE = 299
 UPSTREAM_MAX_TRANSLATION = 50.0
 #: PIL's fixed-point affine path needs every mapped corner within ±32768 px (Geometry.c `check_fixed`)
@@ -94,8 +94,8 @@ def rotation_bounds(size: int, max_translation: float | None = None,
 def decode_pixels(params: np.ndarray, height: int, width: int) -> np.ndarray:
     """(S, 5d) floats → (S, d, 5) ints by truncation (upstream `astype(int)`).
 
-    Rows/columns are clipped to the last pixel: upstream raised IndexError when polish probed the upper bound
-    (spec §5, hazard 6); everything DE itself samples is unaffected."""
+    Rows/columns are clipped to the last pixel: upstream raised IndexError when polish probed the upper bound;
+    everything DE itself samples is unaffected."""
     population = _population(params, None, "pixel attack")
     if population.shape[1] % PIXEL_FIELDS:
         raise ValueError(f"pixel attack: expected 5·d parameters (row, col, R, G, B per pixel), got "

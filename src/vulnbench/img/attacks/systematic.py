@@ -1,7 +1,7 @@
-"""The systematic-perturbation sweep (spec §9): fixed transforms applied to every evaluation image.
+"""The systematic-perturbation sweep: fixed transforms applied to every evaluation image.
 
 No upstream code exists; the paper's table reports accuracy after 45°/180° rotation and ±5/±10/±50 shifts of one
-colour channel. Whether "±5" meant 8-bit offsets or percent is open (spec §19), so both kinds exist:
+colour channel. Whether "±5" meant 8-bit offsets or percent is open, so both kinds exist:
 "additive" = clip(x_c + δ, 0, 255); "percent" = x_c × (1 + δ/100) with the colour attack's rounding (float64, > 255
 → 255, truncate). Rotations are PIL's `rotate` (nearest, black corners, no expand), reproduced exactly by one
 precomputed index map applied to the whole batch; 180° is lossless.

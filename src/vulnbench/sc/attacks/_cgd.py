@@ -332,7 +332,25 @@ def cgd_attack(
     stats: GeneStats | None = None,
     progress: bool = False,
 ) -> CGDResult:
-    """CGD as the paper ran it: on the first `n_genes` genes of the signature ranking."""
+    """CGD as the paper ran it: on the first `n_genes` genes of the signature ranking.
+
+    Args:
+        alpha: multiplicative step: a moved gene changes by ±(α·|x| + ε), x = that cell's current value
+        epsilon: additive step (expression units, log-normalised) added to α·|x| in each move
+        n_genes: number of top signature genes (getSignGenes ranking) CGD walks through, in order
+        gene_order: signature: the top genes of the getSignGenes ranking; random: seeded random genes
+        new_target: cell type to push the cluster towards; null: the most frequent other per-cell label (upstream
+            rule)
+        exclude_new_targets: cell types never chosen as the new target
+        stop_at_switch: stop once more target cells carry the new type than the original one
+        slope_margin: score-margin changes of at most this size count as flat: the cell is not moved for that gene
+        max_passes: passes over the gene list, repeated while the previous pass accepted a gene
+        gradient: use the model's input gradient (scMLP) instead of one trial classification per gene
+        legacy: upstream advCGD: steps x(1±α)±ε ignore the sign of x; a given new_target is re-chosen after each gene
+        seed: seed of the attack's random draws; null: the job's own seed (top-level seed, job, cluster)
+        stats: precomputed per-gene statistics (plumbing, not a config key)
+        progress: show a progress bar (plumbing, not a config key)
+    """
     genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
     return cgd(X, clusters, target, classifier, genes=genes, alpha=alpha, epsilon=epsilon, new_target=new_target,
                exclude_new_targets=exclude_new_targets, stop_at_switch=stop_at_switch, slope_margin=slope_margin,

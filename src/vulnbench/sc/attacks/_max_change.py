@@ -64,6 +64,18 @@ def max_change(
     is modified per call (no redundant "half alone" call), and a final call verifies the returned set.
     `legacy=True` reproduces upstream: each half is first tested alone, and the whole set is re-modified
     (with fresh random values) at every call.
+
+    Args:
+        method: modification of the target cells' genes: perc1, perc99, random, positive_aberrant, negative_aberrant,
+            decile±X, fixed
+        fixed_value: value the genes take with method 'fixed' (expression units, log-normalised)
+        fct: Python function for the *_fct modification modes (not settable in a config file)
+        max_split_size: a half that changes the label is split down to this size; smaller failing halves are dropped
+        genes: candidate genes to test (null: every gene of the data)
+        exclude_genes: genes never modified or tested (e.g. known markers)
+        seed: seed of the attack's random draws; null: the job's own seed (top-level seed, job, cluster)
+        deterministic: fixed order of the two halves at each split instead of a seeded random order
+        legacy: upstream advMaxChange: test halves alone, re-modify the whole set at each call, no final check
     """
     started = time.perf_counter()
     if int(max_split_size) < 1:

@@ -486,7 +486,18 @@ def grid_attack(X: Any, clusters: Sequence[str], target: str, classifier: Any, *
                 gene_order: GeneOrder = "signature", modifications: Sequence[Any] = (("perc1",), ("perc99",)),
                 return_first_found: bool = True, legacy: bool = False, seed: int | None = None,
                 stats: GeneStats | None = None, progress: bool = False) -> pd.DataFrame:
-    """The smallest combination of modifications on the top `n_genes` signature genes that flips the label."""
+    """The smallest combination of modifications on the top `n_genes` signature genes that flips the label.
+
+    Args:
+        n_genes: top signature genes whose (m+1)^n modification combinations are tried (more than 100,000: refused)
+        gene_order: signature: the top genes of the getSignGenes ranking; random: seeded random genes
+        modifications: list of [method] or [method, value]; each gene gets one of them or stays unmodified
+        return_first_found: stop after the smallest number of modified genes that gives a flip
+        legacy: upstream advGridMinChange: flip = label ≠ cluster name; lexicographic grid, stops at the first flip
+        seed: seed of the attack's random draws; null: the job's own seed (top-level seed, job, cluster)
+        stats: precomputed per-gene statistics (plumbing, not a config key)
+        progress: show a progress bar (plumbing, not a config key)
+    """
     genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
     return grid_min_change(X, clusters, target, classifier, genes, modifications=modifications,
                            return_first_found=return_first_found, legacy=legacy, seed=seed, stats=stats)
@@ -497,7 +508,21 @@ def random_walk_attack(X: Any, clusters: Sequence[str], target: str, classifier:
                        first_batch: int = 100, walk_length: int = 100, step_change_ratio: float = 0.2,
                        change_type: ChangeType = "any", legacy: bool = False, seed: int | None = None,
                        stats: GeneStats | None = None, progress: bool = False) -> pd.DataFrame:
-    """A random walk towards the smallest flipping combination on the top `n_genes` signature genes."""
+    """A random walk towards the smallest flipping combination on the top `n_genes` signature genes.
+
+    Args:
+        n_genes: number of top signature genes the random walk may modify
+        gene_order: signature: the top genes of the getSignGenes ranking; random: seeded random genes
+        modifications: list of [method] or [method, value]; each gene gets one of them or stays unmodified
+        first_batch: combinations in the seed batch (uniform rows + distinct random ones) before the walk
+        walk_length: walk steps after the first flip; each proposes a combination with fewer modified genes
+        step_change_ratio: per-step redraw probability of a modified gene ≈ 1/round(1/ratio); in (0, 1]
+        change_type: any: every label change counts; not_na: changes to a non-label (non_labels, 'NA') are ignored
+        legacy: upstream advRandWalkMinChange: flip = label ≠ cluster name, no baseline classification
+        seed: seed of the attack's random draws; null: the job's own seed (top-level seed, job, cluster)
+        stats: precomputed per-gene statistics (plumbing, not a config key)
+        progress: show a progress bar (plumbing, not a config key)
+    """
     genes = ranked_genes(X, clusters, n_genes, gene_order, seed, stats)
     return random_walk_min_change(X, clusters, target, classifier, genes, modifications=modifications,
                                   first_batch=first_batch, walk_length=walk_length,

@@ -80,6 +80,22 @@ def single_gene(
     Returns a frame `gene, new_label, score` (a gene group of up to `max_split_size` genes is joined
     with "__"); `attrs` holds `n_evaluations` (candidate sets classified, baseline included), `n_calls`
     (classifier invocations), `baseline_label`, `n_candidates` and `runtime_s`.
+
+    Args:
+        method: modification of the target cells' genes: perc1, perc99, random, positive_aberrant, negative_aberrant,
+            decile±X, fixed
+        fixed_value: value the genes take with method 'fixed' (expression units, log-normalised)
+        fct: Python function for the *_fct modification modes (not settable in a config file)
+        legacy: reproduce adverSCarial 1.3.13's quirks of 'random' (one shared vector) and decile±X (off by one)
+        seed: seed of the attack's random draws; null: the job's own seed (top-level seed, job, cluster)
+        search: dichotomic: adverSCarial's group testing (advSingleGene); exhaustive: every gene tested alone
+        first_dichot: number of round-robin slices the candidate genes are cut into before bisection
+        max_split_size: flipping gene groups of at most this size are reported, not split further (1: single genes)
+        return_first_found: stop at the first flipping gene (group), searching depth-first
+        change_type: any: every label change counts; not_na: changes to a non-label (non_labels, 'NA') are ignored
+        genes: candidate genes to test (null: every gene of the data)
+        exclude_genes: genes never modified or tested (e.g. known markers)
+        non_labels: labels that do not count as a flip when change_type is not_na
     """
     started = time.perf_counter()
     if search not in SEARCHES:

@@ -1,6 +1,6 @@
 """CHETAH (de Kanter et al., NAR 2019): hierarchical correlation to reference profiles with a confidence stop rule.
 
-Written from `specs/sc-classifiers.md` §2 (no upstream code). With the defaults (fc gene selection, fixed 200 genes,
+Written from the published method (no upstream code). With the defaults (fc gene selection, fixed 200 genes,
 Spearman, average linkage) it reproduces the stored result of the package example: all labels, and every per-node
 correlation, profile score and confidence score to ~1e-15.
 
@@ -98,6 +98,21 @@ class Chetah(RBackendMixin, PerCellClassifier):
                  clust_method: str = "average", gs_method: str = "fc", fix_ngenes: bool = True,
                  only_pos: bool = False, fc_thresh: float = 1.5, max_cells_per_type: int | None = None,
                  seed: int = 0, backend: str = "native") -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            thresh: confidence threshold: a cell below it stops at an inner node ('Unassigned' / 'NodeK')
+            n_genes: genes selected per type at each tree node (when fix_ngenes is true)
+            cor_method: correlation of a cell with the reference profiles: spearman, pearson or cosine
+            clust_method: linkage of the tree of reference types: average, single, complete or mcquitty
+            gs_method: gene-selection method; only 'fc' (fold change) is implemented
+            fix_ngenes: true: top n_genes by |Δ| per type and node; false: every gene with |Δ| > fc_thresh
+            only_pos: rank genes by Δ (higher in the type) instead of |Δ|
+            fc_thresh: |Δ| threshold (log-expression difference) when fix_ngenes is false; halved until a gene passes
+            max_cells_per_type: reference (training) cells kept per type by seeded subsampling; null: all
+            seed: seed of the max_cells_per_type subsampling; defaults to the top-level seed
+            backend: native (NumPy port) or r: Bioconductor CHETAH through rpy2
+        """
         self.thresh = thresh
         self.n_genes = n_genes
         self.cor_method = cor_method

@@ -35,7 +35,7 @@ from vulnbench.sc.expression import Expression, ExpressionInput, as_expression, 
 
 log = logging.getLogger(__name__)
 
-#: R side of the `r` backend (spec §8: SCE input, logcounts assay, models passed as `classifiers = list(...)`)
+#: R side of the `r` backend (SCE input, logcounts assay, models passed as `classifiers = list(...)`)
 _R_TRAIN = """function(sce, cell_type, markers, tag, parent_cell, parent_classifier, zscore) {
   if (is.null(parent_cell)) parent_cell <- NA_character_
   scAnnotatR::train_classifier(train_obj = sce, assay = "logcounts", cell_type = cell_type, marker_genes = markers,
@@ -77,6 +77,22 @@ class ScAnnotatR(RBackendMixin, PerCellClassifier):
                  threshold: float = 0.5, downsample: bool = True, zscore: bool = True, C: float = 1.0,
                  calibration_folds: int = 3, hierarchy: Mapping[str, str] | None = None, seed: int = 0,
                  backend: str = "native") -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            n_markers: marker genes per type's SVM (the most significant Wilcoxon genes)
+            min_mean_diff: a marker's |mean log-expression difference| must exceed this
+            scale_markers: select markers on Seurat-ScaleData-standardised values (as the paper did)
+            threshold: probability at which a type's model accepts a cell (else 'unknown'); also gates children
+            downsample: down-sample the majority class before training each type's SVM
+            zscore: z-score marker columns (over training cells when fitting, over all query cells at prediction)
+            C: cost parameter of each linear C-SVM
+            calibration_folds: internal cross-validation folds of the Platt-scaled probabilities
+            hierarchy: {child type: parent type}; a child's model only sees cells its parent accepts
+            seed: seed of down-sampling and calibration folds (R set.seed for backend r); defaults to the top-level
+                seed
+            backend: native (Python port) or r: train and score with Bioconductor scAnnotatR through rpy2
+        """
         self.n_markers = n_markers
         self.min_mean_diff = min_mean_diff
         self.scale_markers = scale_markers

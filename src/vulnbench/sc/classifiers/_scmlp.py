@@ -43,6 +43,19 @@ class ScMLP(PerCellClassifier):
     def __init__(self, hidden: Sequence[int] = (128, 64), dropout: float = 0.5, epochs: int = 20,
                  batch_size: int = 32, learning_rate: float = 1e-3, validation_split: float = 0.2,
                  standardize: bool = True, seed: int = 0, device: str = "cpu") -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            hidden: widths of the hidden ReLU layers
+            dropout: dropout probability after each hidden layer
+            epochs: training passes over the training cells
+            batch_size: cells per Adam mini-batch
+            learning_rate: Adam learning rate
+            validation_split: fraction of training cells held out to log validation accuracy (no early stopping)
+            standardize: z-score each gene with the training mean and sd before the network
+            seed: seed of weight initialisation, shuffling and the validation split; defaults to the top-level seed
+            device: torch device for training and scoring: cpu or e.g. cuda (the rule then requests a GPU)
+        """
         self.hidden = tuple(hidden)
         self.dropout = dropout
         self.epochs = epochs

@@ -14,6 +14,15 @@ class ScRF(PerCellClassifier):
 
     def __init__(self, n_estimators: int = 500, max_features: str | float = "sqrt", min_samples_leaf: int = 1,
                  n_jobs: int = -1, seed: int = 0) -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            n_estimators: number of trees of the random forest
+            max_features: genes tried per split: sqrt = floor(sqrt(n_genes)) (randomForest's mtry) or a fraction
+            min_samples_leaf: minimum number of training cells in a leaf
+            n_jobs: parallel jobs for fitting (-1: all cores); if unset the train rule uses its thread count
+            seed: random_state of the forest (bootstraps, split genes); defaults to the top-level seed
+        """
         self.n_estimators = n_estimators
         self.max_features = max_features
         self.min_samples_leaf = min_samples_leaf

@@ -1,4 +1,4 @@
-"""scType (Ianevski et al., Nat Commun 2022): marker-set scores, written from specs/sc-classifiers.md §1.
+"""scType (Ianevski et al., Nat Commun 2022): marker-set scores, written from the published method and its R code.
 
 A cell's score for a type is the sum of its weighted marker z-scores over the type's positive markers / √|P| minus
 the same over its negative markers / √|N|; the weights favour genes that mark few types. There is no training:
@@ -44,7 +44,7 @@ MIN_MARKER_FRACTION = 0.5
 class MarkerSets:
     """Cell types in table order with their positive and negative marker symbols.
 
-    Duplicates inside a list are kept on purpose: they count in the marker weights (§1.3); scoring de-duplicates.
+    Duplicates inside a list are kept on purpose: they count in the marker weights; scoring de-duplicates.
     """
 
     cell_types: tuple[str, ...]
@@ -109,7 +109,7 @@ class MarkerSets:
     @classmethod
     def from_sctype_frame(cls, frame: pd.DataFrame, tissue: str = "Immune system",
                           origin: str = "ScTypeDB") -> MarkerSets:
-        """Rows of one tissue with `gene_sets_prepare`'s token clean-up (§1.2) but **without HGNChelper**.
+        """Rows of one tissue with `gene_sets_prepare`'s token clean-up but **without HGNChelper**.
 
         Tokens are stripped of spaces, split on ",", "NA" and "" dropped, upper-cased, sorted and de-duplicated;
         aliases are not mapped to approved symbols (CD16 stays CD16, HLA-DR stays HLA-DR), so the sets differ from
@@ -138,7 +138,8 @@ def _split_symbols(cell: Any) -> tuple[str, ...]:
 
 
 def _db_tokens(cell: Any) -> tuple[str, ...]:
-    """§1.2 steps 1, 3, 4 with the symbol map of step 2 replaced by the identity (its de-duplication kept)."""
+    """`gene_sets_prepare`'s clean-up steps 1, 3, 4, with the symbol map of step 2 replaced by the identity (its
+    de-duplication kept)."""
     if cell is None or (not isinstance(cell, str) and pd.isna(cell)):
         return ()
     tokens = [t.upper() for t in "".join(str(cell).split()).split(",") if t not in ("NA", "")]
@@ -149,7 +150,7 @@ def _db_tokens(cell: Any) -> tuple[str, ...]:
 def marker_weights(sets: MarkerSets) -> dict[str, float]:
     """w_g = (K − n_g)/(K − 1): n_g counts g over all positive lists (duplicates included), K = number of types.
 
-    Computed on the full sets, before restricting to the genes of the data (§1.3). With K = 1 the source range is
+    Computed on the full sets, before restricting to the genes of the data. With K = 1 the source range is
     empty and every weight is 0.5 (the midpoint rule of the R rescale upstream uses).
     """
     k = len(sets.cell_types)
@@ -230,7 +231,7 @@ def _indicator_sums(indicator: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 
 def _score(plan: _Plan, x_used: np.ndarray, scaled: bool) -> np.ndarray:
-    """S (types × cells) from the used marker columns (cells × used genes), §1.4 steps 3–5.
+    """S (types × cells) from the used marker columns (cells × used genes), as `sctype_score` steps 3–5.
 
     The positive term of a type without present positive markers is 0/0 = NaN (the row is NaN); a NaN negative
     term — no present negative markers, or a NaN z-score among them — counts as 0, as upstream does.
@@ -245,7 +246,7 @@ def _score(plan: _Plan, x_used: np.ndarray, scaled: bool) -> np.ndarray:
 
 def sctype_scores(matrix: Any, genes: Sequence[Any] | None, sets: MarkerSets, scaled: bool = True, *,
                   gene_names_to_uppercase: bool = True, cells: Sequence[Any] | None = None) -> pd.DataFrame:
-    """scType's `es.max`: types × cells scores of a cells × genes matrix (§1.4), all-NaN types dropped.
+    """scType's `es.max`: types × cells scores of a cells × genes matrix, all-NaN types dropped.
 
     `scaled=True` takes the values as z-scores (e.g. Seurat `scale.data`); `scaled=False` z-scores each gene over
     the cells given. A DataFrame supplies `genes` (columns) and `cells` (index) itself when they are None.
@@ -278,7 +279,7 @@ def _cluster_label(scores: np.ndarray, classes: np.ndarray) -> str:
 
 
 def sctype_cluster_labels(scores: pd.DataFrame, clusters: Sequence[Any]) -> pd.Series:
-    """Cluster-level assignment (§1.5) from `sctype_scores` output (types × cells): cluster → label."""
+    """Cluster-level assignment from `sctype_scores` output (types × cells): cluster → label."""
     labels = as_labels(clusters, scores.shape[1])
     values = scores.to_numpy(dtype=np.float64).T
     classes = np.asarray(scores.index, dtype=str)
@@ -354,6 +355,17 @@ class ScType(RBackendMixin, PerCellClassifier):
     def __init__(self, markers: str | Path | MarkerSets = "pbmc", tissue: str = "Immune system", scaled: bool = False,
                  assignment: str = "cell", gene_names_to_uppercase: bool = True, backend: str = "native",
                  r_source: str | Path | None = None) -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            markers: pbmc (resources/sctype_pbmc_markers.tsv), a marker TSV, or a ScTypeDB .xlsx (see tissue)
+            tissue: tissue whose marker sets are read from a ScTypeDB .xlsx (ignored for TSV tables)
+            scaled: true: the input is already z-scored; false: z-score each marker gene over the query cells
+            assignment: cell: plurality of per-cell argmax labels; cluster: best summed score, 'Unknown' below n/4
+            gene_names_to_uppercase: upper-case the data's gene names before matching them to the markers
+            backend: native (Python port) or r: scType's own sctype_score through rpy2
+            r_source: scType's sctype_score_.R for backend r (null: resources/sctype/sctype_score_.R)
+        """
         self.markers = markers
         self.tissue = tissue
         self.scaled = scaled

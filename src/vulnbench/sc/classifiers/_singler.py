@@ -1,6 +1,6 @@
 """SingleR (Aran et al., Nat Immunol 2019): Spearman correlation to a labelled reference, quantile scores, fine-tuning.
 
-Written from `specs/sc-classifiers.md` §4 (no upstream code). Two backends give the same outputs:
+Written from the published method (no upstream code). Two backends give the same outputs:
 
 * ``backend="native"``: a NumPy port. Fit: per-label median profiles M_l; for every ordered label pair (a, b) the
   markers are the top N genes by M_a − M_b (only positive differences, ties to the lower gene index),
@@ -68,6 +68,19 @@ class SingleR(RBackendMixin, PerCellClassifier):
     def __init__(self, backend: str = "native", de_method: str = "classic", de_n: int | None = None,
                  quantile: float = 0.8, fine_tune: bool = True, tune_thresh: float = 0.05, prune: bool = True,
                  seed: int = 0) -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            backend: native (NumPy port, classic markers only) or r: Bioconductor SingleR through rpy2
+            de_method: marker selection per label pair: classic (median difference); wilcox and t need backend r +
+                scran
+            de_n: marker genes per ordered label pair; null: round(500·(2/3)^log2(number of labels))
+            quantile: quantile of a cell's correlations with a label's reference cells used as that label's score
+            fine_tune: iteratively re-score the top labels on the markers between them only
+            tune_thresh: fine-tuning keeps labels whose score is within this of the best (correlation units)
+            prune: also compute pruned labels ('NA' for low-confidence cells); attacks use the unpruned labels
+            seed: R set.seed before SingleR (backend r; unused by native); defaults to the top-level seed
+        """
         self.backend = backend
         self.de_method = de_method
         self.de_n = de_n
@@ -225,7 +238,7 @@ class SingleR(RBackendMixin, PerCellClassifier):
 
     def _fine_tune(self, values: np.ndarray, scores: np.ndarray,
                    cache: dict[bytes, list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        """§4.2 step 5, for many cells at once: cells sharing a kept-label set are re-scored together."""
+        """SingleR's fine-tuning, for many cells at once: cells sharing a kept-label set are re-scored together."""
         n_labels = scores.shape[1]
         thresh = float(self.tune_thresh)
         best, delta = _best_and_delta(scores)

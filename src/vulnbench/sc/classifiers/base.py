@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from vulnbench.core.errors import DataError
 from vulnbench.core.io import atomic_path
+from vulnbench.core.plugins import load_plugins
 from vulnbench.sc.expression import ExpressionInput, as_expression, as_labels
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class PerCellClassifier:
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
+        load_plugins()  # a plugin's model unpickles only once its module is imported
         try:
             with open(path, "rb") as fh:
                 model = pickle.load(fh)

@@ -68,6 +68,11 @@ class Pbmc68kReduced(Dataset):
     name = "pbmc68k_reduced"
 
     def __init__(self, label_column: str = "bulk_labels") -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            label_column: obs column of scanpy's pbmc68k_reduced that holds the cell-type labels
+        """
         self.label_column = label_column
 
     def load(self, archive: Path | None = None) -> ad.AnnData:
@@ -101,6 +106,16 @@ class Pbmc3k(Dataset):
         label_column: str = "cell_type",
         retries: int = 3,
     ) -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            url: where the 10x pbmc3k filtered gene-barcode archive is downloaded from
+            checksum: digest of the archive ('md5:…' or 'sha256:…'); null: not verified
+            labels_file: TSV mapping cell barcodes to cell types (e.g. the Seurat-tutorial labels); unlabelled cells
+                dropped
+            label_column: column of labels_file that holds the cell type
+            retries: download attempts in all before the download fails
+        """
         self.url = url
         self.checksum = checksum
         self.labels_file = labels_file
@@ -174,6 +189,16 @@ class H5ad(Dataset):
 
     def __init__(self, path: str | None = None, label_column: str = "cell_type", layer: str | None = None,
                  normalised: bool | None = None) -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            path: your own AnnData .h5ad file (required; a rule input: editing it reruns the preparation)
+            label_column: obs column of the file that holds the cell-type labels
+            layer: read expression from this layer instead of X; raw reads the file's .raw (log-normalised before
+                scaling)
+            normalised: null: autodetect (non-negative integers = raw counts); false: raw counts; true:
+                log-normalised, negative values kept (with a warning)
+        """
         if not path:
             raise ConfigError("dataset 'h5ad': set path to the .h5ad file to load")
         if normalised not in (None, True, False):
@@ -295,6 +320,18 @@ class Synthetic(Dataset):
 
     def __init__(self, n_cells: int = 1000, n_genes: int = 2000, n_types: int = 5, n_markers: int = 20,
                  fold_change: float = 8.0, dispersion: float = 0.2, mean_count: float = 0.3, seed: int = 0) -> None:
+        """Keyword parameters, as a config sets them.
+
+        Args:
+            n_cells: number of simulated cells
+            n_genes: number of simulated genes
+            n_types: number of simulated cell types (labels type0, type1, …)
+            n_markers: planted marker genes per type (n_types × n_markers ≤ n_genes)
+            fold_change: factor multiplying the mean count of a type's marker genes
+            dispersion: gamma-Poisson (negative-binomial) dispersion of the counts
+            mean_count: median of the per-gene baseline mean counts (log-normal, σ 1), before library size
+            seed: seed of the simulated counts (its own default 0; the top-level seed is not used)
+        """
         self.n_cells = n_cells
         self.n_genes = n_genes
         self.n_types = n_types

@@ -10,7 +10,7 @@ can pin it in the config:
       sctype:
         ScTypeDB_full.xlsx: {checksum: "sha256:<hex>"}
 
-None of these files is committed to the repository: scType's database and R code are GPL-3 (spec §10).
+None of these files is committed to the repository: scType's database and R code are GPL-3.
 """
 
 from __future__ import annotations
