@@ -21,7 +21,7 @@ import inspect
 import json
 import sys
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,11 +157,7 @@ def sections() -> list[Section]:
                        [_structural("datasets.<name>")]
                        + [_meaning_row(f"datasets.<name>.{k}", d, SPLIT_MEANINGS.get(k, ""))
                           for k, d in SPLIT_KEYS.items()]))
-    for name in DATASETS:
-        loader = DATASETS.get(name)
-        out.append(Section(f"datasets.{name}", _summary(loader),
-                           _declared_rows(f"datasets.{name}", dataset_parameters(name),
-                                          _required_dataset_keys(loader))))
+    out.extend(_dataset_sections("datasets", DATASETS, dataset_parameters))
     # -- classifiers
     out.append(Section("classifiers.<name>", f"Every classifier (registry: {_names(CLASSIFIERS)}) also takes these "
                                              "keys besides its hyper-parameters.",
@@ -198,11 +194,7 @@ def sections() -> list[Section]:
                                                  "takes the preparation keys.",
                        [_structural("images.datasets.<name>")]
                        + [_structural(f"images.datasets.<name>.{k}", PREPARE_KEYS) for k in PREPARE_KEYS]))
-    for name in IMAGE_DATASETS:
-        loader = IMAGE_DATASETS.get(name)
-        out.append(Section(f"images.datasets.{name}", _summary(loader),
-                           _declared_rows(f"images.datasets.{name}", image_dataset_parameters(name),
-                                          _required_dataset_keys(loader))))
+    out.extend(_dataset_sections("images.datasets", IMAGE_DATASETS, image_dataset_parameters))
     out.append(Section("images.models.<name>", f"Every model entry (architectures: {_names(IMAGE_MODELS)}); the "
                                                "training settings (from `vulnbench.img.models.train_image_model`) "
                                                "apply to the trained architectures, not to black boxes.",
@@ -225,6 +217,17 @@ def sections() -> list[Section]:
     out.append(Section("images.reader_study", "Settings of `vulnbench.reader.stages` (READER_STUDY_DEFAULTS).",
                        [_meaning_row(f"images.reader_study.{k}", d, READER_STUDY_MEANINGS.get(k, ""))
                         for k, d in READER_STUDY_DEFAULTS.items()]))
+    return out
+
+
+def _dataset_sections(prefix: str, registry: Any, parameters: Callable[[str], dict[str, Parameter]]) -> list[Section]:
+    """One table per registered loader, the same for both arms' datasets: its summary, the parameters `parameters`
+    gives for it (each arm leaves out what its pipeline sets itself) and the ones its docstring marks required."""
+    out = []
+    for name in registry:
+        loader = registry.get(name)
+        out.append(Section(f"{prefix}.{name}", _summary(loader),
+                           _declared_rows(f"{prefix}.{name}", parameters(name), _required_dataset_keys(loader))))
     return out
 
 

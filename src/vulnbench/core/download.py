@@ -32,12 +32,9 @@ import hashlib
 import http.client
 import logging
 import lzma
-import os
-import shutil
 import socket
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 import urllib.error
@@ -52,7 +49,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from vulnbench.core.errors import ConfigError, DataError, DownloadError
-from vulnbench.core.io import atomic_path
+from vulnbench.core.io import atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -456,10 +453,7 @@ def extract_tar(archive: str | Path, dest_dir: str | Path) -> Path:
     it that replaces `dest_dir` only when complete, so a truncated archive leaves nothing behind.
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=dest_dir.parent))
-    old: Path | None = None
-    try:
+    with atomic_dir(dest_dir) as tmp:
         try:
             with tarfile.open(archive, "r:*") as tar:
                 tar.extractall(tmp, filter="data")
@@ -469,19 +463,5 @@ def extract_tar(archive: str | Path, dest_dir: str | Path) -> Path:
             raise DataError(f"refusing to extract {archive}: unsafe member ({exc})") from exc
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
             raise DataError(f"cannot extract {archive}: corrupt or truncated archive ({exc})") from exc
-        if dest_dir.exists():
-            # os.replace cannot overwrite a non-empty directory: move the old one aside first
-            old = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".old", dir=dest_dir.parent))
-            os.replace(dest_dir, old / dest_dir.name)
-        try:
-            os.replace(tmp, dest_dir)
-        except OSError:
-            if old is not None:
-                os.replace(old / dest_dir.name, dest_dir)
-            raise
-        log.info("extracted %s -> %s", archive, dest_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    log.info("extracted %s -> %s", archive, dest_dir)
     return dest_dir

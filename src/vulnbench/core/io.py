@@ -1,10 +1,11 @@
-"""Writers that never leave half a file behind: write to a temporary name, then rename."""
+"""Writers that never leave half a file (or half a folder) behind: write to a temporary name, then rename."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `path`; it replaces `path` only if the block succeeds.
+
+    A folder filled in several steps (an unpacked archive, prepared images) is then either complete or absent:
+    a failure part-way leaves the previous folder (or nothing) in place, and the temporary one is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old: Path | None = None
+    try:
+        yield tmp
+        if path.exists():
+            # os.replace cannot overwrite a non-empty directory: move the old one aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old is not None:
+                os.replace(old / path.name, path)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _jsonable(value: Any) -> Any:

@@ -146,56 +146,78 @@ def parameter_meanings(target: Any) -> dict[str, str]:
 
 _SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection)
 _MAPPINGS = (dict, collections.abc.Mapping)
+_SCALARS = (bool, int, float, str)
+
+
+def hint_kind(hint: Any) -> str | None:
+    """What a type hint is in a config's terms: 'null', 'literal', 'union', 'bool', 'int', 'float', 'str', 'list',
+    'mapping', 'function'; None for anything else (Any included). The config check (`value_matches`), its
+    messages (`describe_hint`) and the config reference (`vulnbench.core.reference.type_text`) all sort hints
+    this one way, so a hint the check accepts as a list is also called a list in its message and its table."""
+    origin = typing.get_origin(hint)
+    if hint is None or hint is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return "literal"
+    if origin in (typing.Union, types.UnionType):
+        return "union"
+    for scalar in _SCALARS:
+        if hint is scalar:  # identity: any hint may be unhashable
+            return scalar.__name__
+    if hint in _SEQUENCES or origin in _SEQUENCES:
+        return "list"
+    if hint in _MAPPINGS or origin in _MAPPINGS:
+        return "mapping"
+    if hint is collections.abc.Callable or origin is collections.abc.Callable:
+        return "function"
+    return None
 
 
 def value_matches(value: Any, hint: Any) -> bool:
     """Whether a YAML value (None, bool, int, float, str, list, dict) fits a type hint; unknown types pass."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is inspect.Parameter.empty:
         return True
-    if hint is None or hint is type(None):
+    kind, args = hint_kind(hint), typing.get_args(hint)
+    if kind == "null":
         return value is None
-    if origin is typing.Literal:
+    if kind == "literal":
         return any(value == choice and type(value) is type(choice) for choice in args)
-    if origin in (typing.Union, types.UnionType):
+    if kind == "union":
         return any(value_matches(value, arg) for arg in args)
-    if hint is bool:
+    if kind == "bool":
         return isinstance(value, bool)
-    if hint is int:
+    if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
+    if kind == "float":
         return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
+    if kind == "str":
         return isinstance(value, str)
-    if hint in _SEQUENCES or origin in _SEQUENCES:
+    if kind == "list":
         if not isinstance(value, list | tuple):
             return False
         items = [a for a in args if a is not Ellipsis]
         return len(items) != 1 or all(value_matches(v, items[0]) for v in value)
-    if hint in _MAPPINGS or origin in _MAPPINGS:
+    if kind == "mapping":
         return isinstance(value, Mapping)
     # a function cannot come from a YAML file; other types (arrays, objects) are the function's own business
-    return not (hint is collections.abc.Callable or origin is collections.abc.Callable)
+    return kind != "function"
+
+
+#: `describe_hint`'s words for the kinds of `hint_kind` that need no recursion
+_HINT_WORDS = {"null": "null", "bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+               "list": "a list", "mapping": "a mapping",
+               "function": "a Python function (not settable in a config file)"}
 
 
 def describe_hint(hint: Any) -> str:
     """What a type hint allows, in words, for error messages."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is None or hint is type(None):
-        return "null"
-    if origin is typing.Literal:
+    kind, args = hint_kind(hint), typing.get_args(hint)
+    if kind == "literal":
         return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
+    if kind == "union":
         return " or ".join(dict.fromkeys(describe_hint(a) for a in args if a is not typing.Any))
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    if hint in names:
-        return names[hint]
-    if hint in _SEQUENCES or origin in _SEQUENCES:
-        return "a list"
-    if hint in _MAPPINGS or origin in _MAPPINGS:
-        return "a mapping"
-    if hint is collections.abc.Callable or origin is collections.abc.Callable:
-        return "a Python function (not settable in a config file)"
+    if kind is not None:
+        return _HINT_WORDS[kind]
     return getattr(hint, "__name__", str(hint))
 
 

@@ -10,15 +10,13 @@ registries and puts it all together; this module imports nothing of the arms.
 
 from __future__ import annotations
 
-import collections.abc
 import json
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vulnbench.core.params import BUDGETS, NULLABLE_BUDGETS, Parameter
+from vulnbench.core.params import BUDGETS, NULLABLE_BUDGETS, Parameter, hint_kind
 
 #: the meanings of the config's structural keys: path (`<name>` for a user-chosen name) → (type, default, meaning)
 STRUCTURE: dict[str, tuple[str, str, str]] = {
@@ -91,8 +89,6 @@ STRUCTURE: dict[str, tuple[str, str, str]] = {
 }
 
 _BUDGET_ALLOWED = {"count": "≥ 1", "count0": "≥ 0", "positive": "> 0", "non-negative": "≥ 0"}
-_SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection)
-_MAPPINGS = (dict, collections.abc.Mapping)
 
 
 @dataclass(frozen=True)
@@ -107,35 +103,31 @@ class Row:
     meaning: str
 
 
+#: `type_text`'s words for the kinds of `vulnbench.core.params.hint_kind` that need no recursion
+_TYPE_WORDS = {"null": "null", "bool": "bool", "int": "int", "float": "float", "str": "str", "list": "list",
+               "mapping": "mapping", "function": "Python function"}
+
+
 def type_text(hint: Any) -> str:
     """A type hint in the config's words: int, float, bool, str, list, mapping, null, or a union of them."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is typing.Any:
         return "any"
-    if hint is None or hint is type(None):
-        return "null"
-    if origin is typing.Literal:
+    kind, args = hint_kind(hint), typing.get_args(hint)
+    if kind == "literal":
         return " | ".join(dict.fromkeys(type_text(type(a)) for a in args))
-    if origin in (typing.Union, types.UnionType):
+    if kind == "union":
         return " | ".join(dict.fromkeys(type_text(a) for a in args))
-    names = {bool: "bool", int: "int", float: "float", str: "str"}
-    if hint in names:
-        return names[hint]
-    if hint in _SEQUENCES or origin in _SEQUENCES:
-        return "list"
-    if hint in _MAPPINGS or origin in _MAPPINGS:
-        return "mapping"
-    if hint is collections.abc.Callable or origin is collections.abc.Callable:
-        return "Python function"
+    if kind is not None:
+        return _TYPE_WORDS[kind]
     return "str" if getattr(hint, "__name__", "") in ("Path", "PurePath") else getattr(hint, "__name__", str(hint))
 
 
 def choices(hint: Any) -> tuple[Any, ...]:
     """The values a `Literal` (possibly inside a union) allows; () when any value of the type is allowed."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Literal:
+    kind, args = hint_kind(hint), typing.get_args(hint)
+    if kind == "literal":
         return args
-    if origin in (typing.Union, types.UnionType):
+    if kind == "union":
         return tuple(c for a in args for c in choices(a))
     return ()
 

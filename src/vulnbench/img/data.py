@@ -14,11 +14,9 @@ the upstream code split images at random, so a second photo of a training lesion
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -33,7 +31,7 @@ from tqdm.auto import tqdm
 
 from vulnbench.core.download import download, parse_checksum, verify_file
 from vulnbench.core.errors import ConfigError, DataError
-from vulnbench.core.io import atomic_path, write_table
+from vulnbench.core.io import atomic_dir, atomic_path, write_table
 from vulnbench.core.params import check_params
 from vulnbench.core.registry import Registry
 from vulnbench.img.base import CLASSES
@@ -572,10 +570,7 @@ def prepare_images(lesions: LesionSet, out_dir: Path, image_size: int, resize: s
                           "lesion_id": lesions.lesion_ids, "path": [f"images/{n}.png" for n in lesions.names]})
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    old: Path | None = None
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         for index in tqdm(range(len(lesions)), desc="resizing", unit="image", file=sys.stderr, leave=False,
                           disable=None):
@@ -585,20 +580,6 @@ def prepare_images(lesions: LesionSet, out_dir: Path, image_size: int, resize: s
                                 f"{image.shape}")
             Image.fromarray(resize_image(image, int(image_size), resize)).save(tmp / frame["path"].iloc[index])
         write_table(tmp / MANIFEST, frame)
-        if out_dir.exists():
-            # os.replace cannot overwrite a non-empty directory: move the old one aside first
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if old is not None:
-                os.replace(old / out_dir.name, out_dir)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     counts = frame.groupby(["split", "label"]).size()
     log.info("prepared %d images (%d px, %s) in %s: %s", len(frame), image_size, resize, out_dir,
              ", ".join(f"{s}/{c} {n}" for (s, c), n in counts.items()))

@@ -206,12 +206,7 @@ class TorchImageModel:
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", batch_size: int = 64) -> TorchImageModel:
         path = Path(path)
-        if not path.is_file():
-            raise DataError(f"model checkpoint not found: {path}")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise DataError(f"model checkpoint {path}: unreadable ({type(error).__name__})") from None
+        payload = _read_torch_file(path, "model checkpoint", "unreadable")
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise DataError(f"model checkpoint {path}: not a vulnbench image-model checkpoint ({CHECKPOINT_FORMAT})")
         architecture = payload.get("architecture")
@@ -228,6 +223,17 @@ class TorchImageModel:
         return cls(module, architecture=architecture, arch_kwargs=payload["kwargs"],
                    image_size=payload["image_size"], classes=classes, device=device, batch_size=batch_size,
                    history=payload.get("history"), provenance=payload.get("provenance"))
+
+
+def _read_torch_file(path: Path, what: str, unreadable: str) -> Any:
+    """A torch file's content on the CPU, read with `weights_only` (tensors and plain containers: a file never runs
+    code when loaded); a missing or unreadable file fails in one line naming `what` and the path."""
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise DataError(f"{what} {path}: {unreadable} ({type(error).__name__})") from None
 
 
 def _weights_version(module: nn.Module) -> int:
@@ -255,12 +261,7 @@ def load_pretrained_weights(module: nn.Module, path: str | Path, architecture: s
     """Load a local (e.g. ImageNet) checkpoint into `module`: strict for the body, classifier heads left fresh."""
     path = Path(path)
     spec = ARCHITECTURES[architecture]
-    if not path.is_file():
-        raise DataError(f"weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise DataError(f"weights file {path}: not a readable torch checkpoint ({type(error).__name__})") from None
+    state = _read_torch_file(path, "weights file", "not a readable torch checkpoint")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # our own checkpoints and most training frameworks nest it
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -27,6 +27,7 @@ from vulnbench.core.params import (
     declared_parameters,
     signature_defaults,
 )
+from vulnbench.core.registry import Registry
 from vulnbench.sc.attacks import ATTACKS
 from vulnbench.sc.classifiers import CLASSIFIERS
 from vulnbench.sc.data import DATASETS
@@ -63,31 +64,36 @@ def _section(config: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {str(k): (v if v is not None else {}) for k, v in section.items()}
 
 
+def _registered_entry(section: str, kind: str, registry: Registry[Any], name: str, params: Mapping[str, Any],
+                      extra: Any) -> Any:
+    """A dataset or classifier entry, checked the same way: a registered name fit for a folder, keys its
+    implementation declares (or `extra`), values of the declared types. Returns the implementation."""
+    if name not in registry:
+        raise ConfigError(f"config {section}: {registry.unknown_message(name)}")
+    check_name(f"config {section}", name)
+    implementation = registry.get(name)
+    check_params(f"{kind} {name!r}", params, implementation, extra=extra)
+    check_values(f"{kind} {name!r}", params, declared_parameters(implementation))
+    return implementation
+
+
 def validate_config(config: Mapping[str, Any], schema: str | Path | None = None) -> None:
     """Shape (JSON schema) then names (registries): the first problem as a one-line ConfigError."""
 
     if schema is not None:
         _validate_schema(config, schema)
     for name, params in _section(config, "datasets").items():
-        if name not in DATASETS:
-            raise ConfigError(f"config datasets: {DATASETS.unknown_message(name)}")
-        check_name("config datasets", name)
-        check_params(f"dataset {name!r}", params, DATASETS.get(name), extra=SPLIT_KEYS)
-        check_values(f"dataset {name!r}", params, declared_parameters(DATASETS.get(name)))
-        loader = DATASETS.get(name)(**{k: v for k, v in params.items() if k not in SPLIT_KEYS})
+        loader_class = _registered_entry("datasets", "dataset", DATASETS, name, params, SPLIT_KEYS)
+        loader = loader_class(**{k: v for k, v in params.items() if k not in SPLIT_KEYS})
         for file in loader.input_files():
             if not file.is_file():
                 raise ConfigError(f"dataset {name!r}: input file not found: {file}")
     for name, params in _section(config, "classifiers").items():
-        if name not in CLASSIFIERS:
-            raise ConfigError(f"config classifiers: {CLASSIFIERS.unknown_message(name)}")
-        check_name("config classifiers", name)
-        check_params(f"classifier {name!r}", params, CLASSIFIERS.get(name), extra=CLASSIFIER_KEYS)
-        check_values(f"classifier {name!r}", params, declared_parameters(CLASSIFIERS.get(name)))
+        model_class = _registered_entry("classifiers", "classifier", CLASSIFIERS, name, params, CLASSIFIER_KEYS)
         if not isinstance(params.get("label_map", {}), Mapping):
             raise ConfigError(f"classifier {name!r}: label_map must map predicted labels to dataset labels")
         if params.get("backend") == "r":  # R or its packages missing: say so now, before any job runs
-            model = CLASSIFIERS.get(name)(**{k: v for k, v in params.items() if k not in CLASSIFIER_KEYS})
+            model = model_class(**{k: v for k, v in params.items() if k not in CLASSIFIER_KEYS})
             model._check_backend()
     detect = config.get("detectability") or {}
     if detect:

@@ -250,14 +250,9 @@ def de_attack(model: ImageModel, image: np.ndarray, search: DESearch, *, popsize
         probabilities = softmax32(logits[None])[0]
         adversarial_class = int(np.argmax(probabilities))
         target_probability = float(probabilities[1 - original])
-    success = adversarial_class != original
-    return DEResult(
-        attack=search.name, objective=objective, parity=parity, success=success,
-        confident_success=success and target_probability > stop_confidence, original_class=original,
-        original_confidence=float(clean[original]), adversarial_class=adversarial_class,
-        adversarial_probability=target_probability, params=best_x, n_forward=scorer.n_forward,
-        n_generations=int(result.nit), energy=float(result.fun), message=str(result.message),
-        image=search.render(image, best_x[None])[0])
+    return _result(search, scorer, objective, parity, stop_confidence, original, clean, adversarial_class,
+                   target_probability, best_x, n_generations=int(result.nit), energy=float(result.fun),
+                   message=str(result.message), image=search.render(image, best_x[None])[0])
 
 
 def _budget_result(search: DESearch, image: np.ndarray, scorer: _Scorer, objective: str, parity: bool,
@@ -269,15 +264,23 @@ def _budget_result(search: DESearch, image: np.ndarray, scorer: _Scorer, objecti
     else:
         best_x, probabilities, adversarial = scorer.best_x, clean, image.copy()
     adversarial_class = int(np.argmax(probabilities))
-    target_probability = float(probabilities[1 - original])
+    return _result(search, scorer, objective, parity, stop_confidence, original, clean, adversarial_class,
+                   float(probabilities[1 - original]), best_x, n_generations=generations,
+                   energy=float(scorer.best_energy), message="forward-pass budget spent", image=adversarial)
+
+
+def _result(search: DESearch, scorer: _Scorer, objective: str, parity: bool, stop_confidence: float, original: int,
+            clean: np.ndarray, adversarial_class: int, target_probability: float, best_x: np.ndarray, *,
+            n_generations: int, energy: float, message: str, image: np.ndarray) -> DEResult:
+    """A finished and a budget-stopped search report alike: success is a changed class, a confident success one
+    whose target-class probability also exceeds `stop_confidence`."""
     success = adversarial_class != original
     return DEResult(
         attack=search.name, objective=objective, parity=parity, success=success,
         confident_success=success and target_probability > stop_confidence, original_class=original,
         original_confidence=float(clean[original]), adversarial_class=adversarial_class,
         adversarial_probability=target_probability, params=best_x, n_forward=scorer.n_forward,
-        n_generations=generations, energy=float(scorer.best_energy), message="forward-pass budget spent",
-        image=adversarial)
+        n_generations=n_generations, energy=energy, message=message, image=image)
 
 
 # --------------------------------------------------------------------------------------------------------------------
