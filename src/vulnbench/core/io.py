@@ -45,6 +45,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
     A folder filled in several steps (an unpacked archive, prepared images) is then either complete or absent:
     a failure part-way leaves the previous folder (or nothing) in place, and the temporary one is removed.
+    The previous folder is deleted once replaced: call it only on folders the pipeline itself makes (a rule's
+    output, an archive's unpacked copy), never on a folder a user or reader filled.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
